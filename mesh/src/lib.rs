@@ -1,0 +1,19 @@
+//! The Receptor overlay network (the role of Go's `netceptor`).
+//!
+//! # Layout
+//! - [`id`]: node IDs and 8-byte service names.
+//! - [`wire`]: pure encode/decode of the four message types.
+//! - [`routing`]: sans-IO link-state routing; time is an argument.
+//! - [`firewall`]: pure rule evaluation for data messages.
+//! - [`backend`]: the transport trait and one module per transport.
+//! - [`node`]: [`Node`], the handle, and the actor that owns sessions and routing.
+//! - [`packet_conn`]: datagrams between `(node, service)` pairs.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod firewall;
+pub mod id;
+pub mod routing;
+pub mod wire;
+
+pub use id::{ServiceName, validate_node_id};
