@@ -4,6 +4,7 @@
 //! - [`id`]: node IDs and 8-byte service names.
 //! - [`wire`]: pure encode/decode of the four message types.
 //! - [`routing`]: sans-IO link-state routing; time is an argument.
+//! - [`adverts`]: the service-advertisement store.
 //! - [`firewall`]: pure rule evaluation for data messages.
 //! - [`backend`]: the transport trait and one module per transport.
 //! - [`node`]: [`Node`], the handle, and the actor that owns sessions and routing.
@@ -11,9 +12,15 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod adverts;
+pub mod backend;
 pub mod firewall;
 pub mod id;
+pub mod node;
+pub mod packet_conn;
 pub mod routing;
 pub mod wire;
 
 pub use id::{ServiceName, validate_node_id};
+pub use node::{Node, NodeConfig};
+pub use packet_conn::PacketConn;
