@@ -178,3 +178,9 @@ impl ServiceAdvertisement {
 pub fn format_go_time(t: time::OffsetDateTime) -> String {
     todo!("{t}")
 }
+
+/// Formats a float the way Go's `encoding/json` does: shortest round-trip text, no `.0` on
+/// integral values, exponent form below 1e-6 and from 1e21 on.
+pub fn format_go_float(value: f64) -> String {
+    todo!("{value}")
+}

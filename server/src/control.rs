@@ -1,0 +1,380 @@
+//! The classic control service: the line protocol receptorctl and AWX speak
+//! (spec/control-work-config.md §1).
+//!
+//! A thin front-end over [`Ops`]: it parses lines ([`command`]), runs the operation and renders
+//! the result as Go would (one line of compact JSON with sorted map keys, or `ERROR: ...`).
+
+mod command;
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use self::command::{Command, Parsed};
+use crate::ops::{Ops, Probe, StatusReport, go_duration};
+
+/// Longest accepted command line. Go has no limit; we refuse to buffer more than this.
+pub const MAX_LINE: usize = 1 << 20;
+/// Most control sessions served at once per listener.
+pub const MAX_SESSIONS: usize = 256;
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The lock file could not be created or opened.
+    #[error("could not open lock file {path}")]
+    LockFile {
+        /// Lock file path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the socket's lock.
+    #[error("could not acquire lock on socket file: {path} is locked by another process")]
+    Locked {
+        /// Lock file path.
+        path: PathBuf,
+    },
+    /// Binding or setting permissions failed.
+    #[error("error opening Unix socket {path}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound Unix control socket, holding its lock file.
+#[derive(Debug)]
+pub struct UnixControl {
+    listener: UnixListener,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl UnixControl {
+    /// Locks `<path>.lock`, replaces whatever is at `path` with a new socket and sets its mode.
+    ///
+    /// # Errors
+    /// See [`BindError`].
+    pub fn bind(path: &Path, permissions: u32) -> Result<Self, BindError> {
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| BindError::LockFile { path: lock_path.clone(), source })?;
+        let _ = std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600));
+        if lock.try_lock().is_err() {
+            return Err(BindError::Locked { path: lock_path });
+        }
+        let socket_error = |source| BindError::Socket { path: path.to_owned(), source };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(socket_error(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(socket_error)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(permissions)).map_err(socket_error)?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves sessions until `cancel` fires; sessions in progress end with it.
+    pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                            tracing::warn!(path = %self.path.display(), "too many control sessions, refusing one");
+                            continue;
+                        };
+                        let ops = ops.clone();
+                        let cancel = cancel.child_token();
+                        sessions.spawn(async move {
+                            tokio::select! {
+                                () = cancel.cancelled() => {}
+                                result = serve_session(stream, &ops) => {
+                                    if let Err(error) = result {
+                                        tracing::debug!(%error, "control session ended with an error");
+                                    }
+                                }
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "control socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Runs one control session on any byte stream: greeting, then commands until EOF.
+///
+/// # Errors
+/// An I/O error on the stream.
+pub async fn serve_session<S>(stream: S, ops: &Ops) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
+    // The buffered reader is kept for the whole session so that bytes read past a line (raw
+    // payloads, later) are never lost.
+    let mut reader = BufReader::new(reader);
+    writer
+        .write_all(format!("Receptor Control, node {}\n", ops.node().id()).as_bytes())
+        .await?;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        let terminated = line.last() == Some(&b'\n');
+        if !terminated && line.len() > MAX_LINE {
+            writer.write_all(b"ERROR: command line too long\n").await?;
+            return Ok(());
+        }
+        line.retain(|&b| b != b'\r' && b != b'\n');
+        if !line.is_empty() {
+            let text = String::from_utf8_lossy(&line);
+            let reply = execute(command::parse(&text), ops).await;
+            writer.write_all(reply.as_bytes()).await?;
+            writer.flush().await?;
+        }
+        if !terminated {
+            // EOF after an unterminated line: Go still answers it, then ends the session.
+            return Ok(());
+        }
+    }
+}
+
+async fn execute(parsed: Parsed, ops: &Ops) -> String {
+    let command = match parsed {
+        Parsed::Command(command) => command,
+        Parsed::Errors(errors) => return errors.iter().map(|e| format!("ERROR: {e}\n")).collect(),
+    };
+    let rendered = match command {
+        Command::Status { requested_fields } => match ops.status().await {
+            Ok(report) => to_go_json(&StatusJson {
+                report: &report,
+                fields: requested_fields.as_deref(),
+            }),
+            Err(error) => return format!("ERROR: {error}\n"),
+        },
+        Command::Ping { target } => to_go_json(&PingJson(&ops.ping(&target).await)),
+        Command::Traceroute { target } => {
+            let hops = ops.traceroute(&target).await;
+            let map: std::collections::BTreeMap<String, HopJson<'_>> =
+                hops.iter().map(|(ttl, probe)| (ttl.to_string(), HopJson(probe))).collect();
+            to_go_json(&map)
+        }
+    };
+    format!("{rendered}\n")
+}
+
+// === rendering ===
+
+/// Serialises like Go's `encoding/json`: compact, with `<`, `>`, `&`, U+2028 and U+2029
+/// escaped. Those characters can only occur inside JSON strings, so replacing them in the
+/// output is exact.
+fn to_go_json<T: Serialize>(value: &T) -> String {
+    let text = serde_json::to_string(value).unwrap_or_else(|error| format!("{{\"Error\":\"{error}\"}}"));
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A float as Go encodes it (`1`, not `1.0`).
+struct GoFloat(f64);
+
+impl Serialize for GoFloat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = receptor_mesh::wire::format_go_float(self.0);
+        match serde_json::value::RawValue::from_string(text) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_f64(self.0),
+        }
+    }
+}
+
+struct StatusJson<'a> {
+    report: &'a StatusReport,
+    fields: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConnectionJson<'a> {
+    #[serde(rename = "NodeID")]
+    node_id: &'a str,
+    cost: GoFloat,
+}
+
+#[derive(Serialize)]
+struct AdJson<'a> {
+    #[serde(rename = "NodeID")]
+    node_id: &'a str,
+    #[serde(rename = "Service")]
+    service: &'a str,
+    #[serde(rename = "Time")]
+    time: String,
+    #[serde(rename = "ConnType")]
+    conn_type: u8,
+    #[serde(rename = "Tags")]
+    tags: &'a Option<std::collections::BTreeMap<String, String>>,
+    #[serde(rename = "WorkCommands")]
+    work_commands: Option<Vec<WorkCommandJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct WorkCommandJson<'a> {
+    #[serde(rename = "WorkType")]
+    work_type: &'a str,
+    #[serde(rename = "Secure")]
+    secure: bool,
+}
+
+impl Serialize for StatusJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mesh = &self.report.mesh;
+        let wanted = |name: &str| self.fields.is_none_or(|fields| fields.iter().any(|f| f == name));
+        // Go renders a map, so keys come out sorted.
+        let mut map = s.serialize_map(None)?;
+        if wanted("Advertisements") {
+            let ads: Vec<AdJson<'_>> = mesh
+                .advertisements
+                .iter()
+                .map(|ad| AdJson {
+                    node_id: &ad.node_id,
+                    service: &ad.service,
+                    time: receptor_mesh::wire::format_go_time(ad.time),
+                    conn_type: ad.conn_type,
+                    tags: &ad.tags,
+                    work_commands: ad.work_commands.as_ref().map(|commands| {
+                        commands
+                            .iter()
+                            .map(|c| WorkCommandJson { work_type: &c.work_type, secure: c.secure })
+                            .collect()
+                    }),
+                })
+                .collect();
+            map.serialize_entry("Advertisements", &ads)?;
+        }
+        if wanted("Connections") {
+            let connections: Vec<ConnectionJson<'_>> = mesh
+                .connections
+                .iter()
+                .map(|c| ConnectionJson { node_id: &c.node_id, cost: GoFloat(c.cost) })
+                .collect();
+            map.serialize_entry("Connections", &connections)?;
+        }
+        if wanted("KnownConnectionCosts") {
+            let costs: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, GoFloat>> = mesh
+                .known_connection_costs
+                .iter()
+                .map(|(node, row)| (node.as_str(), row.iter().map(|(peer, cost)| (peer.as_str(), GoFloat(*cost))).collect()))
+                .collect();
+            map.serialize_entry("KnownConnectionCosts", &costs)?;
+        }
+        if wanted("NodeID") {
+            map.serialize_entry("NodeID", &mesh.node_id)?;
+        }
+        if wanted("RoutingTable") {
+            map.serialize_entry("RoutingTable", &mesh.routes)?;
+        }
+        if wanted("SystemCPUCount") {
+            map.serialize_entry("SystemCPUCount", &self.report.cpu_count)?;
+        }
+        if wanted("SystemMemoryMiB") {
+            map.serialize_entry("SystemMemoryMiB", &self.report.memory_mib)?;
+        }
+        if wanted("Version") {
+            map.serialize_entry("Version", &self.report.version)?;
+        }
+        map.end()
+    }
+}
+
+struct PingJson<'a>(&'a Probe);
+
+impl Serialize for PingJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let probe = self.0;
+        let mut map = s.serialize_map(None)?;
+        match &probe.error {
+            Some(error) => {
+                map.serialize_entry("Error", error)?;
+                map.serialize_entry("Success", &false)?;
+            }
+            None => {
+                let rtt = probe.rtt.unwrap_or_default();
+                map.serialize_entry("From", probe.from.as_deref().unwrap_or(""))?;
+                map.serialize_entry("Success", &true)?;
+                map.serialize_entry("Time", &u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX))?;
+                map.serialize_entry("TimeStr", &go_duration(rtt))?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct HopJson<'a>(&'a Probe);
+
+impl Serialize for HopJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let probe = self.0;
+        let rtt = probe.rtt.unwrap_or_default();
+        let mut map = s.serialize_map(None)?;
+        if let Some(error) = &probe.error {
+            map.serialize_entry("Error", error)?;
+        }
+        map.serialize_entry("From", probe.from.as_deref().unwrap_or(""))?;
+        map.serialize_entry("Time", &u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX))?;
+        map.serialize_entry("TimeStr", &go_duration(rtt))?;
+        map.end()
+    }
+}

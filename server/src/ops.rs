@@ -1,0 +1,202 @@
+//! The single implementation of every operation the control front-ends offer.
+//!
+//! The classic text protocol (`control`) and, later, gRPC are thin adapters over [`Ops`]:
+//! neither contains logic the other lacks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use receptor_mesh::Node;
+use receptor_mesh::node::{MAX_FORWARDING_HOPS, PingError, Status};
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    /// The mesh view.
+    pub mesh: Status,
+    /// Build version.
+    pub version: String,
+    /// Logical CPUs.
+    pub cpu_count: usize,
+    /// Physical memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// One ping or traceroute probe result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// Who answered (or reported the problem); `None` when nobody did.
+    pub from: Option<String>,
+    /// Round-trip time, when there was an answer.
+    pub rtt: Option<Duration>,
+    /// The failure, if any (Go's texts: `timeout`, `no route to node`, ...).
+    pub error: Option<String>,
+}
+
+/// A failed operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// The mesh node has stopped.
+    #[error("netceptor shutdown")]
+    Shutdown,
+}
+
+/// The operations of one daemon.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    node: Node,
+    version: String,
+}
+
+impl Ops {
+    /// Operations over `node`, reporting `version`.
+    pub fn new(node: Node, version: impl Into<String>) -> Self {
+        Self {
+            node,
+            version: version.into(),
+        }
+    }
+
+    /// The node these operations act on.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Node, mesh and host facts.
+    ///
+    /// # Errors
+    /// The node stopped.
+    pub async fn status(&self) -> Result<StatusReport, OpsError> {
+        let mesh = self.node.status().await.map_err(|_| OpsError::Shutdown)?;
+        Ok(StatusReport {
+            mesh,
+            version: self.version.clone(),
+            cpu_count: std::thread::available_parallelism().map_or(1, usize::from),
+            memory_mib: total_memory_mib(),
+        })
+    }
+
+    /// Pings `target` once with the default hops-to-live.
+    pub async fn ping(&self, target: &str) -> Probe {
+        self.probe(target, MAX_FORWARDING_HOPS).await
+    }
+
+    /// Finds each hop to `target` by pinging with hops-to-live 0, 1, ... 30; stops at the
+    /// first answer from the target or any error other than expiry.
+    pub async fn traceroute(&self, target: &str) -> BTreeMap<u8, Probe> {
+        let mut hops = BTreeMap::new();
+        for ttl in 0..=MAX_FORWARDING_HOPS {
+            let probe = self.probe_raw(target, ttl).await;
+            let expired = matches!(&probe, Err(PingError::Unreachable { problem, .. }) if problem == "message expired");
+            let done = !expired;
+            hops.insert(ttl, to_probe(probe, expired));
+            if done {
+                break;
+            }
+        }
+        hops
+    }
+
+    async fn probe(&self, target: &str, ttl: u8) -> Probe {
+        to_probe(self.probe_raw(target, ttl).await, false)
+    }
+
+    async fn probe_raw(&self, target: &str, ttl: u8) -> Result<receptor_mesh::node::PingReply, PingError> {
+        self.node.ping(target, ttl).await
+    }
+}
+
+/// Converts a ping result; `expiry_is_success` makes "message expired" a normal traceroute hop.
+fn to_probe(result: Result<receptor_mesh::node::PingReply, PingError>, expiry_is_success: bool) -> Probe {
+    match result {
+        Ok(reply) => Probe {
+            from: Some(reply.from),
+            rtt: Some(reply.rtt),
+            error: None,
+        },
+        Err(PingError::Unreachable { problem, from, rtt }) => Probe {
+            from: Some(from),
+            rtt: Some(rtt),
+            error: (!expiry_is_success).then_some(problem),
+        },
+        Err(other) => Probe {
+            from: None,
+            rtt: None,
+            error: Some(other.to_string()),
+        },
+    }
+}
+
+/// Total physical memory from /proc/meminfo (0 where it cannot be read).
+fn total_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024)
+        })
+        .unwrap_or(0)
+}
+
+/// Formats a duration like Go's `time.Duration.String()`: `850ns`, `329.589µs`, `1.16216ms`,
+/// `2.5s`, `1m30s`, `1h0m0s`.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    fn frac(value: u128, unit: u128, suffix: &str) -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return format!("{whole}{suffix}");
+        }
+        let digits = unit.ilog10() as usize;
+        let text = format!("{rest:0digits$}");
+        format!("{whole}.{}{suffix}", text.trim_end_matches('0'))
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return frac(nanos, 1_000, "µs");
+    }
+    if nanos < 1_000_000_000 {
+        return frac(nanos, 1_000_000, "ms");
+    }
+    let secs_total = nanos / 1_000_000_000;
+    let sub = nanos % 1_000_000_000;
+    let hours = secs_total / 3600;
+    let minutes = (secs_total % 3600) / 60;
+    let secs = frac((secs_total % 60) * 1_000_000_000 + sub, 1_000_000_000, "s");
+    match (hours, minutes) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_format_like_go() {
+        let cases = [
+            (Duration::from_nanos(0), "0s"),
+            (Duration::from_nanos(850), "850ns"),
+            (Duration::from_nanos(329_589), "329.589µs"),
+            (Duration::from_nanos(218_550), "218.55µs"),
+            (Duration::from_nanos(1_162_160), "1.16216ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_nanos(1_000), "1µs"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(go_duration(d), want, "{d:?}");
+        }
+    }
+}
