@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod adverts;
 pub mod firewall;
 pub mod id;
 pub mod routing;
