@@ -2,7 +2,8 @@
 //! numbers, seen-update suppression, shortest paths. Time is an argument; nothing here sleeps,
 //! spawns or touches a socket. `node::actor` drives it.
 
-use std::collections::BTreeMap;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use tokio::time::Instant;
 
@@ -16,11 +17,14 @@ pub const MAX_KNOWN_NODES: usize = 10_000;
 pub const MAX_CONNECTIONS_PER_UPDATE: usize = 10_000;
 /// Most remembered update IDs; the oldest are forgotten first.
 pub const MAX_SEEN_UPDATES: usize = 100_000;
+/// Longest node ID, neighbour name or update ID accepted in an update, in bytes. Go sets no limit;
+/// this one keeps a hostile peer from parking megabytes of names in our database and seen set.
+pub const MAX_NAME_LEN: usize = 256;
 
 /// A new epoch for a node starting at `unix_secs`: seconds in the upper 40 bits, 24 random bits
 /// below, so a restarted node always has a larger epoch than its previous incarnation.
 pub fn new_epoch(unix_secs: u64, random24: u32) -> u64 {
-    todo!("{unix_secs} {random24}")
+    (unix_secs << 24) | u64::from(random24 & 0x00FF_FFFF)
 }
 
 /// What the caller must do after [`RoutingTable::handle_update`].
@@ -39,6 +43,15 @@ pub struct UpdateOutcome {
     pub dropped: Option<&'static str>,
 }
 
+impl UpdateOutcome {
+    fn dropped(reason: &'static str) -> Self {
+        Self {
+            dropped: Some(reason),
+            ..Self::default()
+        }
+    }
+}
+
 /// Duplicate-node detection result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DuplicateAction {
@@ -52,77 +65,1044 @@ pub enum DuplicateAction {
     WeAreDuplicate,
 }
 
+/// One row of the database. Go keeps the version (`knownNodeInfo`) and the costs
+/// (`knownConnectionCosts`) in separate maps; one map with an optional version gives the same
+/// observable behaviour: a peer whose row was created by `link_up` is routable at once but still
+/// counts as new when its first update arrives.
+#[derive(Debug, Clone, Default)]
+struct NodeEntry {
+    /// `(epoch, sequence)` of the latest accepted update; `None` until one was accepted (and
+    /// always for our own row, whose version lives in [`RoutingTable`]).
+    version: Option<(u64, u64)>,
+    /// The node's reported links. `None` (Go's nil map) and `Some(empty)` differ when an update is
+    /// compared against them, as in Go's `reflect.DeepEqual`.
+    connections: Option<BTreeMap<String, f64>>,
+}
+
 /// The link-state database and the routing table computed from it.
 #[derive(Debug)]
 pub struct RoutingTable {
-    _private: (),
+    own_id: String,
+    epoch: u64,
+    sequence: u64,
+    /// Node -> row, our own row included (it holds our established links).
+    nodes: BTreeMap<String, NodeEntry>,
+    /// Update ID -> when first seen.
+    seen: HashMap<String, Instant>,
+    /// The keys of `seen` in insertion order, so the oldest can be evicted when the set is full.
+    seen_order: VecDeque<String>,
+    /// Destination -> next hop, as of the last recompute.
+    routes: BTreeMap<String, String>,
 }
 
 impl RoutingTable {
     /// An empty table for node `own_id` in incarnation `epoch`.
     pub fn new(own_id: impl Into<String>, epoch: u64) -> Self {
-        todo!()
+        let own_id = own_id.into();
+        let mut nodes = BTreeMap::new();
+        // Our row exists from the start so the database (and `status`) always shows us.
+        nodes.insert(
+            own_id.clone(),
+            NodeEntry {
+                version: None,
+                connections: Some(BTreeMap::new()),
+            },
+        );
+        Self {
+            own_id,
+            epoch,
+            sequence: 0,
+            nodes,
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            routes: BTreeMap::new(),
+        }
     }
 
     /// Our node ID.
     pub fn own_id(&self) -> &str {
-        todo!()
+        &self.own_id
     }
 
     /// Our epoch.
     pub fn epoch(&self) -> u64 {
-        todo!()
+        self.epoch
+    }
+
+    /// The sequence number of the last update we made (0 before the first).
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 
     /// A link to `peer` was established at `cost`: sets both directions of the edge.
     pub fn link_up(&mut self, peer: &str, cost: f64) {
-        todo!()
+        if peer == self.own_id {
+            return;
+        }
+        self.own_row_mut().insert(peer.to_owned(), cost);
+        // The peer becomes a key at once, as in Go, so it is routable before its first update.
+        self.nodes
+            .entry(peer.to_owned())
+            .or_default()
+            .connections
+            .get_or_insert_with(BTreeMap::new)
+            .insert(self.own_id.clone(), cost);
     }
 
     /// The link to `peer` is gone: removes both directions of the edge.
     pub fn link_down(&mut self, peer: &str) {
-        todo!()
+        if peer == self.own_id {
+            return;
+        }
+        self.own_row_mut().remove(peer);
+        if let Some(row) = self
+            .nodes
+            .get_mut(peer)
+            .and_then(|entry| entry.connections.as_mut())
+        {
+            row.remove(&self.own_id);
+        }
+    }
+
+    /// Our established links and their costs.
+    pub fn links(&self) -> &BTreeMap<String, f64> {
+        static EMPTY: BTreeMap<String, f64> = BTreeMap::new();
+        self.nodes
+            .get(&self.own_id)
+            .and_then(|entry| entry.connections.as_ref())
+            .unwrap_or(&EMPTY)
     }
 
     /// Builds our next update: increments the sequence, lists our established links
     /// (`Connections` = our own row of the database, `{}` when empty), `NodeID` =
     /// `ForwardingNode` = us.
     pub fn make_update(&mut self, update_id: String, suspected_duplicate: u64) -> RoutingUpdate {
-        todo!()
+        self.sequence += 1;
+        RoutingUpdate {
+            node_id: self.own_id.clone(),
+            update_id,
+            update_epoch: self.epoch,
+            update_sequence: self.sequence,
+            connections: Some(self.links().clone()),
+            forwarding_node: self.own_id.clone(),
+            suspected_duplicate,
+        }
     }
 
     /// Applies a routing update received on an established link (§4.4 steps 1–6).
     pub fn handle_update(&mut self, update: &RoutingUpdate, now: Instant) -> UpdateOutcome {
-        todo!()
+        // Step 1.
+        if update.node_id.is_empty() {
+            return UpdateOutcome::dropped("empty node ID");
+        }
+        // Checked before anything is stored so that hostile input never grows memory.
+        if let Err(reason) = validate(update) {
+            return UpdateOutcome::dropped(reason);
+        }
+
+        // Step 2: our own ID. Never recorded as seen and never re-flooded.
+        if update.node_id == self.own_id {
+            let duplicate = if update.update_epoch == self.epoch {
+                return UpdateOutcome::dropped("our own update");
+            } else if update.suspected_duplicate == self.epoch {
+                DuplicateAction::WeAreDuplicate
+            } else if update.update_epoch > self.epoch {
+                DuplicateAction::SuspectOther(update.update_epoch)
+            } else {
+                return UpdateOutcome::dropped("update from an older incarnation of us");
+            };
+            return UpdateOutcome {
+                duplicate,
+                dropped: Some("update bearing our node ID"),
+                ..UpdateOutcome::default()
+            };
+        }
+
+        // Step 3.
+        if self.seen.contains_key(&update.update_id) {
+            return UpdateOutcome::dropped("update already seen");
+        }
+        self.record_seen(&update.update_id, now);
+
+        // Step 4: a duplicate notification only re-versions the node; the link-state stays.
+        if update.suspected_duplicate != 0 {
+            if let Some(entry) = self.nodes.get_mut(&update.node_id)
+                && let Some((epoch, _)) = entry.version
+                && epoch == update.suspected_duplicate
+            {
+                entry.version = Some((update.update_epoch, update.update_sequence));
+            }
+            return UpdateOutcome {
+                flood: true,
+                ..UpdateOutcome::default()
+            };
+        }
+
+        // Step 5.
+        let mut outcome = UpdateOutcome::default();
+        match self.nodes.get(&update.node_id).and_then(|e| e.version) {
+            Some((epoch, sequence)) => {
+                if update.update_epoch < epoch
+                    || (update.update_epoch == epoch && update.update_sequence <= sequence)
+                {
+                    return UpdateOutcome::dropped("stale update");
+                }
+            }
+            None => {
+                if !self.nodes.contains_key(&update.node_id) && self.nodes.len() >= MAX_KNOWN_NODES
+                {
+                    return UpdateOutcome::dropped("too many known nodes");
+                }
+                outcome.new_node = Some(update.node_id.clone());
+            }
+        }
+        let entry = self.nodes.entry(update.node_id.clone()).or_default();
+        entry.version = Some((update.update_epoch, update.update_sequence));
+        if entry.connections != update.connections {
+            entry.connections.clone_from(&update.connections);
+            self.remove_edges_not_confirmed(&update.node_id, update.connections.as_ref());
+            outcome.topology_changed = true;
+        }
+
+        // Step 6: flood even when only the sequence changed, as Go does.
+        outcome.flood = true;
+        outcome
     }
 
     /// Forgets update IDs older than [`SEEN_UPDATE_TTL`].
     pub fn purge_seen(&mut self, now: Instant) {
-        todo!()
+        self.seen
+            .retain(|_, seen_at| now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL);
+        let seen = &self.seen;
+        self.seen_order.retain(|id| seen.contains_key(id));
     }
 
     /// Recomputes shortest paths from us over the directed reported edges.
     pub fn recompute(&mut self) {
-        todo!()
+        // Nodes are indexed in name order so that comparing indices compares names: ties
+        // between equal-cost paths go to the lexicographically smallest next hop.
+        let names: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let Some(&own) = index.get(self.own_id.as_str()) else {
+            self.routes.clear();
+            return;
+        };
+        let edges: Vec<Vec<(usize, f64)>> = self
+            .nodes
+            .values()
+            .map(|entry| {
+                entry
+                    .connections
+                    .iter()
+                    .flatten()
+                    // Only keys of the database are destinations.
+                    .filter_map(|(neighbour, cost)| {
+                        index.get(neighbour.as_str()).map(|&i| (i, *cost))
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Label per node: (cost, next hop). A node is finalised when popped and never revisited,
+        // which bounds the work even when float sums absorb small costs (1e308 + 1 == 1e308).
+        let mut label: Vec<Option<(f64, usize)>> = vec![None; names.len()];
+        let mut done = vec![false; names.len()];
+        let mut heap = BinaryHeap::new();
+        done[own] = true;
+        for &(v, cost) in &edges[own] {
+            relax(&mut label, &mut heap, v, cost, v, own);
+        }
+        while let Some(Reverse(item)) = heap.pop() {
+            let u = item.node;
+            let current = label[u].is_some_and(|(cost, hop)| {
+                cost.total_cmp(&item.cost).is_eq() && hop == item.next_hop
+            });
+            if done[u] || !current {
+                continue;
+            }
+            done[u] = true;
+            for &(v, cost) in &edges[u] {
+                if !done[v] {
+                    relax(
+                        &mut label,
+                        &mut heap,
+                        v,
+                        item.cost + cost,
+                        item.next_hop,
+                        own,
+                    );
+                }
+            }
+        }
+
+        self.routes = label
+            .iter()
+            .enumerate()
+            .filter_map(|(node, l)| {
+                l.map(|(_, hop)| (names[node].to_owned(), names[hop].to_owned()))
+            })
+            .collect();
     }
 
     /// Next hop towards `dest` (as of the last [`recompute`](Self::recompute)).
     pub fn next_hop(&self, dest: &str) -> Option<&str> {
-        todo!()
+        self.routes.get(dest).map(String::as_str)
     }
 
     /// Destination -> next hop, as of the last recompute.
     pub fn routes(&self) -> &BTreeMap<String, String> {
-        todo!()
+        &self.routes
     }
 
     /// Node -> (neighbour -> cost): the whole link-state database.
     pub fn known_connection_costs(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
-        todo!()
+        self.nodes
+            .iter()
+            .map(|(node, entry)| (node.clone(), entry.connections.clone().unwrap_or_default()))
+            .collect()
     }
 
     /// Whether `node` has ever had an update accepted (or is us).
     pub fn is_known(&self, node: &str) -> bool {
-        todo!()
+        node == self.own_id || self.nodes.get(node).is_some_and(|e| e.version.is_some())
+    }
+
+    /// Number of nodes in the database, us included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn own_row_mut(&mut self) -> &mut BTreeMap<String, f64> {
+        self.nodes
+            .entry(self.own_id.clone())
+            .or_default()
+            .connections
+            .get_or_insert_with(BTreeMap::new)
+    }
+
+    fn record_seen(&mut self, update_id: &str, now: Instant) {
+        while self.seen.len() >= MAX_SEEN_UPDATES {
+            match self.seen_order.pop_front() {
+                Some(oldest) => {
+                    self.seen.remove(&oldest);
+                }
+                // Unreachable while `seen_order` mirrors `seen`; stop rather than spin.
+                None => break,
+            }
+        }
+        self.seen.insert(update_id.to_owned(), now);
+        self.seen_order.push_back(update_id.to_owned());
+    }
+
+    /// Deletes every other node's edge to `node` unless `node` lists that node too, which keeps
+    /// links symmetric: a node that no longer reports a link makes the far end's stale report
+    /// unusable. Our own links are ours to manage (`link_up`/`link_down`).
+    fn remove_edges_not_confirmed(
+        &mut self,
+        node: &str,
+        connections: Option<&BTreeMap<String, f64>>,
+    ) {
+        for (other, entry) in &mut self.nodes {
+            if *other == self.own_id || connections.is_some_and(|c| c.contains_key(other)) {
+                continue;
+            }
+            if let Some(row) = entry.connections.as_mut() {
+                row.remove(node);
+            }
+        }
+    }
+}
+
+/// Rejects updates a hostile or broken peer could use to grow our memory or poison path costs.
+fn validate(update: &RoutingUpdate) -> Result<(), &'static str> {
+    if update.node_id.len() > MAX_NAME_LEN {
+        return Err("node ID too long");
+    }
+    if update.update_id.len() > MAX_NAME_LEN {
+        return Err("update ID too long");
+    }
+    let Some(connections) = &update.connections else {
+        return Ok(());
+    };
+    if connections.len() > MAX_CONNECTIONS_PER_UPDATE {
+        return Err("too many connections");
+    }
+    for (neighbour, cost) in connections {
+        if neighbour.len() > MAX_NAME_LEN {
+            return Err("neighbour name too long");
+        }
+        // NaN is not finite, so only positive finite costs pass; Dijkstra relies on both.
+        if !cost.is_finite() || *cost <= 0.0 {
+            return Err("invalid connection cost");
+        }
+    }
+    Ok(())
+}
+
+/// A tentative label in the Dijkstra queue, ordered by cost, then next hop, then node.
+#[derive(Debug, Clone, Copy)]
+struct QueueItem {
+    cost: f64,
+    next_hop: usize,
+    node: usize,
+}
+
+impl Ord for QueueItem {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cost
+            .total_cmp(&other.cost)
+            .then(self.next_hop.cmp(&other.next_hop))
+            .then(self.node.cmp(&other.node))
+    }
+}
+
+impl PartialOrd for QueueItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for QueueItem {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for QueueItem {}
+
+/// Offers `v` the label `(cost, next_hop)`; it is taken if cheaper, or as cheap with a smaller
+/// next hop.
+fn relax(
+    label: &mut [Option<(f64, usize)>],
+    heap: &mut BinaryHeap<Reverse<QueueItem>>,
+    v: usize,
+    cost: f64,
+    next_hop: usize,
+    own: usize,
+) {
+    if v == own {
+        return;
+    }
+    let better = match label[v] {
+        None => true,
+        Some((old_cost, old_hop)) => cost
+            .total_cmp(&old_cost)
+            .then(next_hop.cmp(&old_hop))
+            .is_lt(),
+    };
+    if better {
+        label[v] = Some((cost, next_hop));
+        heap.push(Reverse(QueueItem {
+            cost,
+            next_hop,
+            node: v,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use super::*;
+
+    const T0: u64 = 1_700_000_000;
+
+    fn update(
+        node: &str,
+        id: &str,
+        epoch: u64,
+        sequence: u64,
+        connections: &[(&str, f64)],
+    ) -> RoutingUpdate {
+        RoutingUpdate {
+            node_id: node.to_owned(),
+            update_id: id.to_owned(),
+            update_epoch: epoch,
+            update_sequence: sequence,
+            connections: Some(
+                connections
+                    .iter()
+                    .map(|(n, c)| ((*n).to_owned(), *c))
+                    .collect(),
+            ),
+            forwarding_node: node.to_owned(),
+            suspected_duplicate: 0,
+        }
+    }
+
+    fn row(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect()
+    }
+
+    /// A mesh of routing tables joined by perfect links. Floods follow the outcomes exactly as
+    /// the node actor will: re-flood except to the arrival link, originate on a new node or on a
+    /// duplicate suspicion.
+    struct Sim {
+        tables: BTreeMap<String, RoutingTable>,
+        adj: BTreeMap<String, BTreeSet<String>>,
+        queue: VecDeque<(String, String, RoutingUpdate)>,
+        next_id: u64,
+        now: Instant,
+    }
+
+    impl Sim {
+        fn new(names: &[&str]) -> Self {
+            let tables = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let epoch = new_epoch(T0, u32::try_from(i).expect("few nodes"));
+                    ((*n).to_owned(), RoutingTable::new(*n, epoch))
+                })
+                .collect();
+            Self {
+                tables,
+                adj: BTreeMap::new(),
+                queue: VecDeque::new(),
+                next_id: 0,
+                now: Instant::now(),
+            }
+        }
+
+        fn table(&self, name: &str) -> &RoutingTable {
+            self.tables.get(name).expect("node in sim")
+        }
+
+        fn table_mut(&mut self, name: &str) -> &mut RoutingTable {
+            self.tables.get_mut(name).expect("node in sim")
+        }
+
+        fn connect(&mut self, a: &str, b: &str, cost: f64) {
+            self.table_mut(a).link_up(b, cost);
+            self.table_mut(b).link_up(a, cost);
+            self.adj
+                .entry(a.to_owned())
+                .or_default()
+                .insert(b.to_owned());
+            self.adj
+                .entry(b.to_owned())
+                .or_default()
+                .insert(a.to_owned());
+        }
+
+        fn disconnect(&mut self, a: &str, b: &str) {
+            self.table_mut(a).link_down(b);
+            self.table_mut(b).link_down(a);
+            self.adj.entry(a.to_owned()).or_default().remove(b);
+            self.adj.entry(b.to_owned()).or_default().remove(a);
+        }
+
+        fn neighbours(&self, node: &str) -> Vec<String> {
+            self.adj
+                .get(node)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default()
+        }
+
+        fn originate(&mut self, node: &str, suspected_duplicate: u64) {
+            self.next_id += 1;
+            let id = format!("u{:07}", self.next_id);
+            let update = self.table_mut(node).make_update(id, suspected_duplicate);
+            for n in self.neighbours(node) {
+                self.queue.push_back((n, node.to_owned(), update.clone()));
+            }
+        }
+
+        /// Originates from `from`, delivers everything until quiet, then recomputes everywhere.
+        fn flood(&mut self, from: &[&str]) {
+            for node in from {
+                self.originate(node, 0);
+            }
+            let mut deliveries = 0;
+            while let Some((to, arrival, update)) = self.queue.pop_front() {
+                deliveries += 1;
+                assert!(deliveries < 100_000, "flood does not terminate");
+                let now = self.now;
+                let outcome = self.table_mut(&to).handle_update(&update, now);
+                if outcome.flood {
+                    let mut forwarded = update.clone();
+                    forwarded.forwarding_node.clone_from(&to);
+                    for n in self.neighbours(&to) {
+                        if n != arrival {
+                            self.queue.push_back((n, to.clone(), forwarded.clone()));
+                        }
+                    }
+                }
+                if outcome.new_node.is_some() {
+                    self.originate(&to, 0);
+                }
+                if let DuplicateAction::SuspectOther(epoch) = outcome.duplicate {
+                    self.originate(&to, epoch);
+                }
+            }
+            for table in self.tables.values_mut() {
+                table.recompute();
+            }
+        }
+
+        fn flood_all(&mut self) {
+            let names: Vec<String> = self.tables.keys().cloned().collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            self.flood(&names);
+        }
+    }
+
+    #[test]
+    fn epoch_layout() {
+        assert_eq!(new_epoch(1, 0), 1 << 24);
+        assert_eq!(new_epoch(T0, 0xFF_FFFF), (T0 << 24) | 0xFF_FFFF);
+        // Bits above 24 of the random part are discarded, so they cannot disturb the seconds.
+        assert_eq!(new_epoch(T0, 0xFFFF_FFFF), new_epoch(T0, 0xFF_FFFF));
+        assert!(new_epoch(T0 + 1, 0) > new_epoch(T0, 0xFF_FFFF));
+    }
+
+    #[test]
+    fn make_update_increments_sequence_and_lists_links() {
+        let mut t = RoutingTable::new("a", 7);
+        let first = t.make_update("id000001".into(), 0);
+        assert_eq!(first.update_sequence, 1);
+        assert_eq!(first.connections, Some(BTreeMap::new()));
+        assert_eq!(first.node_id, "a");
+        assert_eq!(first.forwarding_node, "a");
+        assert_eq!(first.update_epoch, 7);
+        t.link_up("b", 2.5);
+        let second = t.make_update("id000002".into(), 99);
+        assert_eq!(second.update_sequence, 2);
+        assert_eq!(second.connections, Some(row(&[("b", 2.5)])));
+        assert_eq!(second.suspected_duplicate, 99);
+        assert_eq!(t.sequence(), 2);
+    }
+
+    #[test]
+    fn link_up_makes_peer_routable_before_its_first_update() {
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.recompute();
+        assert_eq!(t.next_hop("b"), Some("b"));
+        assert!(!t.is_known("b"));
+        assert!(t.is_known("a"));
+        let costs = t.known_connection_costs();
+        assert_eq!(costs["a"], row(&[("b", 1.0)]));
+        assert_eq!(costs["b"], row(&[("a", 1.0)]));
+
+        let outcome = t.handle_update(&update("b", "x1", 5, 1, &[("a", 1.0)]), Instant::now());
+        assert_eq!(outcome.new_node.as_deref(), Some("b"));
+        assert!(outcome.flood);
+        assert!(t.is_known("b"));
+
+        t.link_down("b");
+        t.recompute();
+        assert_eq!(t.next_hop("b"), None);
+        let costs = t.known_connection_costs();
+        assert!(costs["a"].is_empty());
+        assert!(costs["b"].is_empty());
+    }
+
+    #[test]
+    fn line_of_five_converges() {
+        let mut sim = Sim::new(&["a", "b", "c", "d", "e"]);
+        for (x, y) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "e")] {
+            sim.connect(x, y, 1.0);
+        }
+        sim.flood_all();
+        for (name, table) in &sim.tables {
+            for other in sim.tables.keys() {
+                if other != name {
+                    assert!(
+                        table.next_hop(other).is_some(),
+                        "{name} has no route to {other}"
+                    );
+                }
+            }
+            assert_eq!(table.next_hop(name), None, "no route to ourselves");
+        }
+        assert_eq!(sim.table("a").next_hop("e"), Some("b"));
+        assert_eq!(sim.table("e").next_hop("a"), Some("d"));
+        assert_eq!(sim.table("c").next_hop("a"), Some("b"));
+        assert_eq!(sim.table("c").next_hop("e"), Some("d"));
+        // Everyone holds the same database.
+        let reference = sim.table("a").known_connection_costs();
+        assert_eq!(reference.len(), 5);
+        for table in sim.tables.values() {
+            assert_eq!(table.known_connection_costs(), reference);
+        }
+    }
+
+    #[test]
+    fn ring_prefers_cheaper_path_and_routes_around_a_cut() {
+        let mut sim = Sim::new(&["a", "b", "c", "d"]);
+        sim.connect("a", "b", 1.0);
+        sim.connect("b", "c", 1.0);
+        sim.connect("c", "d", 1.0);
+        sim.connect("d", "a", 10.0);
+        sim.flood_all();
+        assert_eq!(sim.table("a").next_hop("d"), Some("b"));
+        assert_eq!(sim.table("a").next_hop("c"), Some("b"));
+        assert_eq!(sim.table("d").next_hop("a"), Some("c"));
+
+        sim.disconnect("b", "c");
+        sim.flood(&["b", "c"]);
+        assert_eq!(sim.table("a").next_hop("c"), Some("d"));
+        assert_eq!(sim.table("a").next_hop("d"), Some("d"));
+        assert_eq!(sim.table("b").next_hop("c"), Some("a"));
+        assert_eq!(sim.table("c").next_hop("b"), Some("d"));
+        // Both directions of the cut edge are gone everywhere.
+        for table in sim.tables.values() {
+            let costs = table.known_connection_costs();
+            assert!(!costs["b"].contains_key("c"), "{}", table.own_id());
+            assert!(!costs["c"].contains_key("b"), "{}", table.own_id());
+        }
+    }
+
+    #[test]
+    fn equal_cost_ties_pick_smallest_next_hop() {
+        let mut sim = Sim::new(&["a", "b", "c", "d"]);
+        // Two equal paths from a to d, through b and through c, whatever the insertion order.
+        sim.connect("a", "c", 1.0);
+        sim.connect("a", "b", 1.0);
+        sim.connect("c", "d", 1.0);
+        sim.connect("b", "d", 1.0);
+        sim.flood_all();
+        assert_eq!(sim.table("a").next_hop("d"), Some("b"));
+        assert_eq!(sim.table("d").next_hop("a"), Some("b"));
+    }
+
+    #[test]
+    fn epoch_restart_and_stale_updates() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", new_epoch(T0, 1));
+        let old = new_epoch(T0, 2);
+        let new = new_epoch(T0 + 60, 3);
+
+        assert!(t.handle_update(&update("x", "i1", old, 5, &[]), now).flood);
+        // Restart: larger epoch, sequence starting again at 1.
+        let outcome = t.handle_update(&update("x", "i2", new, 1, &[("y", 1.0)]), now);
+        assert!(outcome.flood);
+        assert!(outcome.topology_changed);
+        assert_eq!(outcome.new_node, None);
+        assert_eq!(t.nodes["x"].version, Some((new, 1)));
+
+        let before = t.known_connection_costs();
+        for (id, epoch, seq) in [("i3", old, 6), ("i4", new, 1), ("i5", new, 0)] {
+            let outcome = t.handle_update(&update("x", id, epoch, seq, &[]), now);
+            assert!(!outcome.flood, "{id}");
+            assert_eq!(outcome.dropped, Some("stale update"), "{id}");
+        }
+        assert_eq!(t.known_connection_costs(), before);
+        assert_eq!(t.nodes["x"].version, Some((new, 1)));
+
+        // Only the sequence moved: still flooded, but the topology is unchanged.
+        let outcome = t.handle_update(&update("x", "i6", new, 2, &[("y", 1.0)]), now);
+        assert!(outcome.flood);
+        assert!(!outcome.topology_changed);
+        assert_eq!(t.nodes["x"].version, Some((new, 2)));
+    }
+
+    #[test]
+    fn own_id_updates_are_never_flooded() {
+        let now = Instant::now();
+        let epoch = new_epoch(T0, 10);
+        let mut t = RoutingTable::new("a", epoch);
+
+        let echo = t.handle_update(&update("a", "e1", epoch, 1, &[]), now);
+        assert_eq!(echo.duplicate, DuplicateAction::None);
+        assert!(!echo.flood);
+        assert!(echo.dropped.is_some());
+
+        let newer = t.handle_update(&update("a", "e2", epoch + 1, 1, &[]), now);
+        assert_eq!(newer.duplicate, DuplicateAction::SuspectOther(epoch + 1));
+        assert!(!newer.flood);
+
+        let older = t.handle_update(&update("a", "e3", epoch - 1, 1, &[]), now);
+        assert_eq!(older.duplicate, DuplicateAction::None);
+        assert!(!older.flood);
+
+        let mut accusation = update("a", "e4", epoch - 1, 9, &[]);
+        accusation.suspected_duplicate = epoch;
+        let outcome = t.handle_update(&accusation, now);
+        assert_eq!(outcome.duplicate, DuplicateAction::WeAreDuplicate);
+        assert!(!outcome.flood);
+
+        // None of them was recorded as seen or stored.
+        assert!(t.seen.is_empty());
+        assert_eq!(t.node_count(), 1);
+    }
+
+    #[test]
+    fn duplicate_detection_on_both_sides() {
+        let now = Instant::now();
+        let old_epoch = new_epoch(T0, 1);
+        let new_epoch_ = new_epoch(T0 + 100, 2);
+        let mut old_x = RoutingTable::new("x", old_epoch);
+        let mut new_x = RoutingTable::new("x", new_epoch_);
+        let mut b = RoutingTable::new("b", new_epoch(T0, 3));
+        old_x.link_up("b", 1.0);
+        new_x.link_up("b", 1.0);
+        b.link_up("x", 1.0);
+
+        // b knows the old x first.
+        let u = old_x.make_update("o1".into(), 0);
+        assert!(b.handle_update(&u, now).flood);
+
+        // The new x appears; b accepts its newer epoch and floods it, so the old x sees it.
+        let u = new_x.make_update("n1".into(), 0);
+        assert!(b.handle_update(&u, now).flood);
+        let seen_by_old = old_x.handle_update(&u, now);
+        assert_eq!(
+            seen_by_old.duplicate,
+            DuplicateAction::SuspectOther(new_epoch_)
+        );
+
+        // The old x accuses; b re-versions x to the accuser's epoch without touching links.
+        let links_before = b.known_connection_costs();
+        let accusation = old_x.make_update("o2".into(), new_epoch_);
+        let outcome = b.handle_update(&accusation, now);
+        assert!(outcome.flood);
+        assert!(!outcome.topology_changed);
+        assert_eq!(b.nodes["x"].version, Some((old_epoch, 2)));
+        assert_eq!(b.known_connection_costs(), links_before);
+
+        // The flooded accusation reaches the new x, which must shut down.
+        let verdict = new_x.handle_update(&accusation, now);
+        assert_eq!(verdict.duplicate, DuplicateAction::WeAreDuplicate);
+        assert!(!verdict.flood);
+
+        // The old incarnation's updates are accepted again.
+        let u = old_x.make_update("o3".into(), 0);
+        assert!(b.handle_update(&u, now).flood);
+    }
+
+    #[test]
+    fn suspected_duplicate_for_other_epoch_changes_nothing_but_floods() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.handle_update(&update("x", "i1", 50, 3, &[("y", 1.0)]), now);
+        let mut u = update("x", "i2", 40, 9, &[]);
+        u.suspected_duplicate = 49;
+        let outcome = t.handle_update(&u, now);
+        assert!(outcome.flood);
+        assert!(!outcome.topology_changed);
+        assert_eq!(t.nodes["x"].version, Some((50, 3)));
+        assert_eq!(t.known_connection_costs()["x"], row(&[("y", 1.0)]));
+
+        // Unknown node: nothing stored, still flooded.
+        let mut u = update("z", "i3", 40, 9, &[]);
+        u.suspected_duplicate = 49;
+        assert!(t.handle_update(&u, now).flood);
+        assert!(!t.is_known("z"));
+    }
+
+    #[test]
+    fn seen_update_is_not_processed_twice() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let first = t.handle_update(&update("x", "same", 5, 1, &[]), now);
+        assert!(first.flood);
+        // Same UpdateID, even with a newer sequence: dropped as a loop echo.
+        let second = t.handle_update(&update("x", "same", 5, 2, &[("y", 1.0)]), now);
+        assert!(!second.flood);
+        assert_eq!(second.dropped, Some("update already seen"));
+        assert_eq!(t.nodes["x"].version, Some((5, 1)));
+    }
+
+    #[test]
+    fn withdrawn_link_deletes_the_far_ends_edge() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "1", 5, 1, &[("a", 1.0), ("c", 1.0)]), now);
+        t.handle_update(&update("c", "2", 5, 1, &[("b", 1.0), ("d", 2.0)]), now);
+        t.recompute();
+        assert_eq!(t.next_hop("c"), Some("b"));
+
+        // c stops listing b: b's stale edge to c goes, so c becomes unreachable.
+        let outcome = t.handle_update(&update("c", "3", 5, 2, &[("d", 2.0)]), now);
+        assert!(outcome.topology_changed);
+        let costs = t.known_connection_costs();
+        assert_eq!(costs["b"], row(&[("a", 1.0)]));
+        assert_eq!(costs["c"], row(&[("d", 2.0)]));
+        t.recompute();
+        assert_eq!(t.next_hop("c"), None);
+
+        // b stops listing us: our own link is ours to manage and stays.
+        t.handle_update(&update("b", "4", 5, 2, &[]), now);
+        assert_eq!(t.known_connection_costs()["a"], row(&[("b", 1.0)]));
+        t.recompute();
+        assert_eq!(t.next_hop("b"), Some("b"));
+    }
+
+    #[test]
+    fn nil_and_empty_connections_differ() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let mut u = update("x", "1", 5, 1, &[]);
+        assert!(t.handle_update(&u, now).topology_changed);
+        u.update_id = "2".into();
+        u.update_sequence = 2;
+        u.connections = None;
+        assert!(t.handle_update(&u, now).topology_changed);
+        u.update_id = "3".into();
+        u.update_sequence = 3;
+        let outcome = t.handle_update(&u, now);
+        assert!(outcome.flood);
+        assert!(!outcome.topology_changed);
+        assert!(t.known_connection_costs()["x"].is_empty());
+    }
+
+    #[test]
+    fn only_database_keys_are_destinations() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "1", 5, 1, &[("a", 1.0), ("ghost", 1.0)]), now);
+        t.recompute();
+        assert_eq!(t.next_hop("b"), Some("b"));
+        assert_eq!(t.next_hop("ghost"), None);
+        assert_eq!(t.routes().len(), 1);
+    }
+
+    #[test]
+    fn huge_costs_overflow_without_breaking_paths() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1e308);
+        t.handle_update(&update("b", "1", 5, 1, &[("a", 1e308), ("c", 1e308)]), now);
+        t.handle_update(
+            &update("c", "2", 5, 1, &[("b", 1e308), ("d", f64::MIN_POSITIVE)]),
+            now,
+        );
+        t.handle_update(&update("d", "3", 5, 1, &[("c", f64::MIN_POSITIVE)]), now);
+        t.recompute();
+        // a -> c costs inf, as does a -> d: both are still paths.
+        assert_eq!(t.next_hop("b"), Some("b"));
+        assert_eq!(t.next_hop("c"), Some("b"));
+        assert_eq!(t.next_hop("d"), Some("b"));
+    }
+
+    #[test]
+    fn hostile_updates_are_rejected_without_state_change() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "ok", 5, 1, &[("a", 1.0)]), now);
+
+        let long = "n".repeat(MAX_NAME_LEN + 1);
+        let mut cases: Vec<(&str, RoutingUpdate)> = Vec::new();
+        let too_many: BTreeMap<String, f64> = (0..=MAX_CONNECTIONS_PER_UPDATE)
+            .map(|i| (format!("n{i}"), 1.0))
+            .collect();
+        let mut u = update("b", "h1", 5, 2, &[]);
+        u.connections = Some(too_many);
+        cases.push(("too many connections", u));
+        for (i, cost) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, -0.0]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("c{i}");
+            cases.push((
+                "invalid connection cost",
+                update("b", &id, 5, 2, &[("a", 1.0), ("c", cost)]),
+            ));
+        }
+        cases.push(("node ID too long", update(&long, "l1", 5, 1, &[])));
+        cases.push((
+            "neighbour name too long",
+            update("b", "l2", 5, 2, &[(&long, 1.0)]),
+        ));
+        cases.push(("update ID too long", update("b", &long, 5, 2, &[])));
+        // Our own ID with a hostile body is refused before the duplicate logic can act on it.
+        let mut own = update("a", "l3", 99, 1, &[("b", f64::NAN)]);
+        own.suspected_duplicate = 1;
+        cases.push(("invalid connection cost", own));
+
+        let costs = t.known_connection_costs();
+        let seen = t.seen.len();
+        for (reason, u) in &cases {
+            let outcome = t.handle_update(u, now);
+            assert_eq!(outcome.dropped, Some(*reason), "{}", u.update_id);
+            assert!(!outcome.flood);
+            assert!(!outcome.topology_changed);
+            assert_eq!(outcome.duplicate, DuplicateAction::None);
+            assert_eq!(outcome.new_node, None);
+        }
+        assert_eq!(t.known_connection_costs(), costs);
+        assert_eq!(t.seen.len(), seen);
+        assert_eq!(t.nodes["b"].version, Some((5, 1)));
+
+        // The limits themselves are allowed.
+        let mut u = update(&"m".repeat(MAX_NAME_LEN), "max", 5, 1, &[]);
+        u.connections = Some(
+            (0..MAX_CONNECTIONS_PER_UPDATE)
+                .map(|i| (format!("n{i}"), f64::MAX))
+                .collect(),
+        );
+        assert!(t.handle_update(&u, now).flood);
+    }
+
+    #[test]
+    fn known_nodes_are_bounded() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let mut refused = 0;
+        for i in 0..20_000 {
+            let u = update(&format!("fake{i}"), &format!("id{i}"), 5, 1, &[]);
+            let outcome = t.handle_update(&u, now);
+            if outcome.dropped == Some("too many known nodes") {
+                assert!(!outcome.flood);
+                assert_eq!(outcome.new_node, None);
+                refused += 1;
+            }
+        }
+        assert_eq!(t.node_count(), MAX_KNOWN_NODES);
+        assert_eq!(t.known_connection_costs().len(), MAX_KNOWN_NODES);
+        assert_eq!(refused, 20_000 - (MAX_KNOWN_NODES - 1));
+        // Known nodes still get through.
+        let u = update("fake0", "again", 5, 2, &[("a", 1.0)]);
+        assert!(t.handle_update(&u, now).flood);
+    }
+
+    #[test]
+    fn seen_set_is_bounded_oldest_first() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let extra = 10;
+        for seq in 1..=(MAX_SEEN_UPDATES + extra) {
+            let seq64 = u64::try_from(seq).expect("fits");
+            t.handle_update(&update("x", &format!("s{seq}"), 5, seq64, &[]), now);
+        }
+        assert_eq!(t.seen.len(), MAX_SEEN_UPDATES);
+        assert_eq!(t.seen_order.len(), MAX_SEEN_UPDATES);
+        for seq in 1..=extra {
+            assert!(!t.seen.contains_key(&format!("s{seq}")));
+        }
+        assert!(t.seen.contains_key(&format!("s{}", extra + 1)));
+        assert!(
+            t.seen
+                .contains_key(&format!("s{}", MAX_SEEN_UPDATES + extra))
+        );
+    }
+
+    #[test]
+    fn purge_forgets_old_update_ids() {
+        let t0 = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.handle_update(&update("x", "early", 5, 1, &[]), t0);
+        let t1 = t0 + Duration::from_secs(30 * 60);
+        t.handle_update(&update("x", "late", 5, 2, &[]), t1);
+
+        t.purge_seen(t0 + SEEN_UPDATE_TTL);
+        assert_eq!(t.seen.len(), 2, "exactly the TTL old is kept");
+
+        t.purge_seen(t0 + SEEN_UPDATE_TTL + Duration::from_secs(1));
+        assert!(!t.seen.contains_key("early"));
+        assert!(t.seen.contains_key("late"));
+        assert_eq!(t.seen_order.len(), 1);
+
+        // A forgotten ID is processed again (and here accepted: its sequence is newer).
+        assert!(t.handle_update(&update("x", "early", 5, 3, &[]), t1).flood);
+        // A remembered one is not.
+        assert!(!t.handle_update(&update("x", "late", 5, 4, &[]), t1).flood);
     }
 }
