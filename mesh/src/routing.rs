@@ -196,7 +196,7 @@ impl RoutingTable {
             return UpdateOutcome::dropped("empty node ID");
         }
         // Checked before anything is stored so that hostile input never grows memory.
-        if let Err(reason) = validate(update) {
+        if let Err(reason) = validate_update(update) {
             return UpdateOutcome::dropped(reason);
         }
 
@@ -414,7 +414,12 @@ impl RoutingTable {
 }
 
 /// Rejects updates a hostile or broken peer could use to grow our memory or poison path costs.
-fn validate(update: &RoutingUpdate) -> Result<(), &'static str> {
+/// Checks an update for values no honest node sends (oversized names or maps, costs that are
+/// not positive and finite). The node disconnects a peer that sends one.
+///
+/// # Errors
+/// The reason the update is hostile.
+pub fn validate_update(update: &RoutingUpdate) -> Result<(), &'static str> {
     if update.node_id.len() > MAX_NAME_LEN {
         return Err("node ID too long");
     }

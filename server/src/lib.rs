@@ -2,8 +2,12 @@
 //!
 //! # Layout
 //! - [`ops`]: the single implementation of every control operation.
+//! - [`config`]: command line and YAML into one validated [`config::Config`].
+//! - [`daemon`]: [`daemon::Daemon`], the running node with its backends and control services.
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod ops;

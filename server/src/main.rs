@@ -1,1 +1,121 @@
-fn main(){}
+//! `receptor`: parse the command line, set up logging, run the daemon until a signal.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use receptor_server::config::{self, Config, Invocation, LogLevel};
+use receptor_server::daemon::Daemon;
+
+/// The configuration `receptor --default-config` runs.
+const DEFAULT_CONFIG: &str = include_str!("../../deploy/default.yaml");
+/// How long shutdown may take before remaining tasks are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = if args.iter().any(|a| a == "--default-config") {
+        if args.len() > 1 {
+            println!("Error: cannot specify any other options with --default-config");
+            return ExitCode::FAILURE;
+        }
+        config::from_yaml_str(DEFAULT_CONFIG, "embedded default config").map(Invocation::Run)
+    } else {
+        config::from_args(args)
+    };
+    let config = match invocation {
+        Ok(Invocation::Run(config)) => config,
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return report(&error.problems),
+    };
+    let unsupported = config::unsupported(&config);
+    if !unsupported.is_empty() {
+        return report(&unsupported);
+    }
+    init_logging(config.log_level);
+    if config.tcp_listeners.is_empty() && config.tcp_peers.is_empty() && !config.local_only {
+        tracing::warn!("Nothing to do - no backends are running.");
+        println!("Run receptor --help for command line instructions.");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// Go prints configuration errors as `Error: ...` on stdout and exits 1; we list them all.
+fn report(problems: &[config::Problem]) -> ExitCode {
+    for problem in problems {
+        println!("Error: {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(config: Config) -> ExitCode {
+    let daemon = match Daemon::spawn(&config).await {
+        Ok(daemon) => daemon,
+        Err(error) => {
+            println!("Error: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
+    let stopped_itself = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutting down");
+            false
+        }
+        () = daemon.node_stopped() => true,
+    };
+    if let Err(error) = daemon.shutdown(SHUTDOWN_GRACE).await {
+        tracing::warn!(%error, "shutdown was not clean");
+    }
+    if stopped_itself { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers only Ctrl-C via tokio's fallback remains.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn init_logging(level: LogLevel) {
+    let level = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warning => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    };
+    // Our crates log at the configured level; dependencies only report warnings and worse.
+    let filter = format!("warn,receptor={level},receptor_mesh={level},receptor_server={level}");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::stdout().is_terminal())
+        .with_writer(std::io::stdout)
+        .init();
+}

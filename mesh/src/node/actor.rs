@@ -357,8 +357,14 @@ impl NodeActor {
         let established = peer.remote.is_some();
         let message = match wire::decode(&raw) {
             Ok(message) => message,
+            Err(wire::DecodeError::UnknownType(kind)) => {
+                // A newer peer may speak more message types; Go ignores them too.
+                tracing::debug!(remote = %peer.info.remote_addr, kind, "ignoring unknown message type");
+                return;
+            }
             Err(error) => {
-                tracing::warn!(remote = %peer.info.remote_addr, %error, "dropping undecodable message");
+                tracing::warn!(remote = %peer.info.remote_addr, peer.id = ?peer.remote, %error, "disconnecting peer that sent a malformed message");
+                self.close_session(sid, "malformed message");
                 return;
             }
         };
@@ -381,6 +387,11 @@ impl NodeActor {
         let Some(peer) = self.peers.get(&sid) else { return };
         if remote.is_empty() {
             return;
+        }
+        if let Err(reason) = crate::routing::validate_update(update).and_then(|()| {
+            (remote.len() <= crate::routing::MAX_NAME_LEN).then_some(()).ok_or("node ID too long")
+        }) {
+            return self.reject(sid, reason);
         }
         if remote == self.id {
             return self.reject(sid, "peer uses our own node ID");
@@ -412,6 +423,9 @@ impl NodeActor {
         let remote = peer.remote.clone().unwrap_or_default();
         if update.forwarding_node != remote {
             return self.reject(sid, "remote node ID changed unexpectedly");
+        }
+        if let Err(reason) = crate::routing::validate_update(&update) {
+            return self.reject(sid, reason);
         }
         if update.node_id == remote {
             match update.connections.as_ref().and_then(|c| c.get(&self.id)) {

@@ -1,0 +1,210 @@
+//! [`Daemon`]: a node with its backends and control services, built from a [`Config`].
+//!
+//! Lifecycle (linkerd's shape): `Daemon::spawn` binds every listener first (so errors surface
+//! before anything runs and bound addresses can be logged), then spawns the tasks;
+//! `shutdown(grace)` cancels them and waits at most `grace`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use receptor_mesh::backend::{LinkConfig, tcp};
+use receptor_mesh::firewall::Firewall;
+use receptor_mesh::node::Advertise;
+use receptor_mesh::{Node, NodeConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::config::Config;
+use crate::control::{BindError, UnixControl};
+use crate::ops::Ops;
+
+/// The version this build reports (`status`, `--version`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The mesh node could not start.
+    #[error("cannot start node")]
+    Node(#[from] receptor_mesh::node::SpawnError),
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control socket could not be opened.
+    #[error("cannot open control service")]
+    Control(#[from] BindError),
+    /// The control service's mesh name is taken or invalid.
+    #[error("cannot register control service {service:?} on the mesh")]
+    ControlService {
+        /// The service name.
+        service: String,
+        /// Why.
+        #[source]
+        source: receptor_mesh::node::ListenError,
+    },
+}
+
+/// Shutdown did not finish within its grace period.
+#[derive(Debug, thiserror::Error)]
+#[error("daemon tasks did not stop within {0:?}")]
+pub struct ShutdownError(pub Duration);
+
+/// A running receptor daemon.
+#[derive(Debug)]
+#[must_use = "dropping a Daemon aborts it; call Daemon::shutdown"]
+pub struct Daemon {
+    node: Node,
+    ops: Ops,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    tcp_listeners: Vec<SocketAddr>,
+    control_sockets: Vec<PathBuf>,
+    _cancel_on_drop: DropGuard,
+}
+
+fn link_config(cost: f64, node_cost: &std::collections::BTreeMap<String, f64>, allowed_peers: &Option<Vec<String>>) -> LinkConfig {
+    LinkConfig {
+        cost,
+        node_cost: node_cost.clone(),
+        allowed_peers: allowed_peers.clone(),
+    }
+}
+
+/// `host:port`, bracketing IPv6 literals.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl Daemon {
+    /// Binds every listener in `config` and starts the node, backends and control services.
+    ///
+    /// # Errors
+    /// See [`SpawnError`]; nothing keeps running when this fails.
+    pub async fn spawn(config: &Config) -> Result<Self, SpawnError> {
+        let mut node_config = NodeConfig::new(config.node.id.clone());
+        node_config.firewall = Firewall::new(config.node.firewall_rules.clone());
+        node_config.max_idle = config.node.max_idle_connection_timeout;
+        let node = Node::spawn(node_config)?;
+        let cancel = CancellationToken::new();
+        let guard = cancel.clone().drop_guard();
+        let mut tasks = JoinSet::new();
+
+        let mut tcp_listeners = Vec::new();
+        for listener in &config.tcp_listeners {
+            let addr = join_host_port(&listener.bindaddr, listener.port);
+            let link = link_config(listener.cost, &listener.nodecost, &listener.allowedpeers);
+            let bound = tcp::Listener::bind(&addr, link)
+                .await
+                .map_err(|source| SpawnError::Listen { addr: addr.clone(), source })?;
+            tracing::info!(addr = %bound.local_addr(), "tcp listener bound");
+            tcp_listeners.push(bound.local_addr());
+            node.add_backend(bound);
+        }
+        for peer in &config.tcp_peers {
+            let link = link_config(peer.cost, &Default::default(), &peer.allowedpeers);
+            tracing::info!(address = %peer.address, "tcp peer configured");
+            node.add_backend(tcp::Dialer::new(peer.address.clone(), peer.redial, link));
+        }
+
+        let ops = Ops::new(node.clone(), VERSION);
+        let mut control_sockets = Vec::new();
+        for control in &config.control_services {
+            if !control.service.is_empty() {
+                let advertise = Advertise {
+                    conn_type: 1,
+                    tags: [("type".to_owned(), "Control Service".to_owned())].into(),
+                    work_commands: None,
+                };
+                let mut conn = node
+                    .listen(Some(&control.service), Some(advertise))
+                    .await
+                    .map_err(|source| SpawnError::ControlService { service: control.service.clone(), source })?;
+                // Streams over the mesh arrive with QUIC (a later step); until then the service
+                // is advertised and its datagrams are drained so its queue never fills.
+                let stop = cancel.child_token();
+                tasks.spawn(async move {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => break,
+                            got = conn.recv() => if got.is_none() { break },
+                        }
+                    }
+                });
+            }
+            if let Some(path) = &control.filename {
+                let socket = UnixControl::bind(path, control.permissions)?;
+                tracing::info!(path = %path.display(), "control socket listening");
+                control_sockets.push(path.clone());
+                tasks.spawn(socket.serve(ops.clone(), cancel.child_token()));
+            }
+        }
+        tracing::info!("Initialization complete");
+        Ok(Self {
+            node,
+            ops,
+            cancel,
+            tasks,
+            tcp_listeners,
+            control_sockets,
+            _cancel_on_drop: guard,
+        })
+    }
+
+    /// The mesh node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The operations layer (what control front-ends call).
+    pub fn ops(&self) -> &Ops {
+        &self.ops
+    }
+
+    /// Addresses the `tcp-listener`s bound to.
+    pub fn tcp_listeners(&self) -> &[SocketAddr] {
+        &self.tcp_listeners
+    }
+
+    /// Paths of the Unix control sockets.
+    pub fn control_sockets(&self) -> &[PathBuf] {
+        &self.control_sockets
+    }
+
+    /// Resolves when the node stopped on its own (e.g. a duplicate node ID was detected).
+    pub async fn node_stopped(&self) {
+        self.node.stopped().await;
+    }
+
+    /// Stops accepting control sessions, stops the node, and waits up to `grace` in all.
+    ///
+    /// # Errors
+    /// Something was still running when `grace` ran out (it has been aborted).
+    pub async fn shutdown(mut self, grace: Duration) -> Result<(), ShutdownError> {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.cancel.cancel();
+        let drained = tokio::time::timeout_at(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let node = self.node.shutdown(remaining).await;
+        match (drained, node) {
+            (Ok(()), Ok(())) => Ok(()),
+            _ => Err(ShutdownError(grace)),
+        }
+    }
+}
