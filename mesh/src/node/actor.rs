@@ -584,23 +584,13 @@ impl NodeActor {
     }
 
     fn send_unreachable(&mut self, data: &Data, from: &str, to: &str, problem: &str) {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Report<'a> {
-            from_node: &'a str,
-            to_node: &'a str,
-            from_service: String,
-            to_service: String,
-            problem: &'a str,
-        }
-        let report = Report {
-            from_node: from,
-            to_node: to,
+        let report = wire::Unreachable {
+            from_node: from.to_owned(),
+            to_node: to.to_owned(),
             from_service: data.from_service.to_string_lossy(),
             to_service: data.to_service.to_string_lossy(),
-            problem,
+            problem: problem.to_owned(),
         };
-        let Ok(payload) = serde_json::to_vec(&report) else { return };
         let unreach = ServiceName::from_wire(*b"unreach\0");
         let message = Data {
             ttl: super::MAX_FORWARDING_HOPS,
@@ -608,23 +598,14 @@ impl NodeActor {
             to_node: data.from_node,
             from_service: unreach,
             to_service: unreach,
-            payload: payload.into(),
+            payload: report.encode(),
         };
         let id = self.id.clone();
         let _ = self.route(message, &id, from);
     }
 
     fn deliver_unreachable(&mut self, payload: &[u8], reported_by: &str) {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Report {
-            from_node: String,
-            to_node: String,
-            from_service: String,
-            to_service: String,
-            problem: String,
-        }
-        let Ok(report) = serde_json::from_slice::<Report>(payload) else {
+        let Ok(report) = wire::Unreachable::decode(payload) else {
             tracing::debug!(from = reported_by, "malformed unreachable message dropped");
             return;
         };
