@@ -270,3 +270,38 @@ async fn hop_limit_ends_a_routing_loop() -> Result<()> {
     assert_eq!(ServiceName::try_from("svc")?.to_string_lossy(), report.to_service);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn periodic_updates_keep_links_and_silent_peers_time_out() -> Result<()> {
+    let mut mesh = TestMesh::new();
+    mesh.start("a", None)?;
+    mesh.start("b", None)?;
+    mesh.link("a", "b", true)?;
+    mesh.wait_route("a", "b", "b").await?;
+    // Five idle timeouts of quiet: the 10 s routing updates keep the link alive.
+    tokio::time::sleep(Duration::from_secs(110)).await;
+    let status = mesh.node("a").status().await?;
+    assert_eq!(status.connections.len(), 1, "link dropped while both nodes were healthy");
+
+    // A peer that completes the handshake and then falls silent is dropped after 21 s.
+    let (mut sessions, _stop) = raw_peer(&mesh.net, "silent").await?;
+    mesh.node("a").add_backend(mesh.net.dialer("a", "silent", false, LinkConfig::default()));
+    let session = sessions.recv().await.context("a dialed the silent peer")?;
+    session.outbound.send(update("silent", "silent", 1, &[])).await?;
+    let a = mesh.node("a").clone();
+    wait_for("a to establish the silent peer", || {
+        let a = a.clone();
+        async move { a.status().await.ok()?.connections.iter().any(|c| c.node_id == "silent").then_some(()) }
+    })
+    .await?;
+    let since = tokio::time::Instant::now();
+    wait_for("a to drop the silent peer", || {
+        let a = a.clone();
+        async move { (!a.status().await.ok()?.connections.iter().any(|c| c.node_id == "silent")).then_some(()) }
+    })
+    .await?;
+    let waited = since.elapsed();
+    assert!(waited >= Duration::from_secs(21) && waited <= Duration::from_secs(27), "dropped after {waited:?}");
+    drop(session);
+    Ok(())
+}
