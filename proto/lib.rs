@@ -5,7 +5,12 @@
 //! - [`v1`]: messages plus `*_server` and `*_client` modules for every service.
 
 /// Generated code for package `receptor.v1`.
-#[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    missing_debug_implementations
+)]
 pub mod v1 {
     tonic::include_proto!("receptor.v1");
 }

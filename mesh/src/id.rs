@@ -143,7 +143,13 @@ mod tests {
         assert_eq!(ServiceName::from_wire(*b"ping\0\0\0\0"), name);
         assert_eq!(ServiceName::from_wire([0; 8]).as_bytes(), b"");
         assert!(ServiceName::try_from("toolongname").is_err());
-        assert_eq!(ServiceName::try_from("12345678").expect("8").as_bytes().len(), 8);
+        assert_eq!(
+            ServiceName::try_from("12345678")
+                .expect("8")
+                .as_bytes()
+                .len(),
+            8
+        );
     }
 
     #[test]

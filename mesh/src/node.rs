@@ -229,7 +229,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.shared.id).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.shared.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -340,12 +342,20 @@ impl Node {
     /// # Errors
     /// See [`PingError`].
     pub async fn ping(&self, target: &str, ttl: u8) -> Result<PingReply, PingError> {
-        let mut conn = self.listen(None, None).await.map_err(|_| PingError::Shutdown)?;
+        let mut conn = self
+            .listen(None, None)
+            .await
+            .map_err(|_| PingError::Shutdown)?;
         let started = Instant::now();
         conn.send_to_ttl(target, "ping", Bytes::new(), ttl).await?;
         let wait = async {
             loop {
                 match conn.recv().await {
+                    Some(Incoming::Datagram { from_service, .. })
+                        if from_service.as_bytes() != b"ping" =>
+                    {
+                        // Not a ping reply (someone wrote to our ephemeral service): ignore.
+                    }
                     Some(Incoming::Datagram { from_node, .. }) => {
                         return Ok(PingReply {
                             from: from_node,
@@ -380,10 +390,8 @@ impl Node {
     pub async fn shutdown(&self, grace: Duration) -> Result<(), ShutdownError> {
         self.shared.cancel.cancel();
         let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
         drained.map_err(|_| ShutdownError(grace))
     }

@@ -46,7 +46,11 @@ pub struct PacketConn {
 }
 
 impl PacketConn {
-    pub(crate) fn new(node: Node, service: ServiceName, incoming: mpsc::Receiver<Incoming>) -> Self {
+    pub(crate) fn new(
+        node: Node,
+        service: ServiceName,
+        incoming: mpsc::Receiver<Incoming>,
+    ) -> Self {
         Self {
             node,
             service,
@@ -69,8 +73,14 @@ impl PacketConn {
     ///
     /// # Errors
     /// No route, an unknown local service, a bad service name, or the node stopped.
-    pub async fn send_to(&self, node: &str, service: &str, payload: Bytes) -> Result<(), SendError> {
-        self.send_to_ttl(node, service, payload, MAX_FORWARDING_HOPS).await
+    pub async fn send_to(
+        &self,
+        node: &str,
+        service: &str,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_to_ttl(node, service, payload, MAX_FORWARDING_HOPS)
+            .await
     }
 
     /// Like [`send_to`](Self::send_to) with an explicit hops-to-live.

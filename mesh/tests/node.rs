@@ -94,7 +94,12 @@ async fn five_node_line_converges() -> Result<()> {
     mesh.wait_route("n3", "n1", "n2").await?;
     mesh.wait_route("n3", "n5", "n4").await?;
     let status = mesh.node("n1").status().await?;
-    assert_eq!(status.routes.len(), 4, "n1 routes to every other node: {:?}", status.routes);
+    assert_eq!(
+        status.routes.len(),
+        4,
+        "n1 routes to every other node: {:?}",
+        status.routes
+    );
     assert_eq!(status.connections.len(), 1);
     assert_eq!(status.known_connection_costs.len(), 5);
     Ok(())
@@ -147,7 +152,10 @@ async fn restarted_node_with_newer_epoch_is_accepted() -> Result<()> {
             let status = a.status().await.ok()?;
             let c_row = status.known_connection_costs.get("c")?;
             let b_row = status.known_connection_costs.get("b")?;
-            (c_row.contains_key("b") && b_row.contains_key("c") && status.routes.get("c").map(String::as_str) == Some("b")).then_some(())
+            (c_row.contains_key("b")
+                && b_row.contains_key("c")
+                && status.routes.get("c").map(String::as_str) == Some("b"))
+            .then_some(())
         }
     })
     .await?;
@@ -167,37 +175,76 @@ async fn datagrams_cross_three_hops_both_ways() -> Result<()> {
     mesh.wait_route("d", "a", "c").await?;
     let mut echo = mesh.node("d").listen(Some("echo"), None).await?;
     let mut client = mesh.node("a").listen(None, None).await?;
-    client.send_to("d", "echo", Bytes::from_static(b"hello")).await?;
-    let Some(Incoming::Datagram { from_node, from_service, payload }) = echo.recv().await else {
+    client
+        .send_to("d", "echo", Bytes::from_static(b"hello"))
+        .await?;
+    let Some(Incoming::Datagram {
+        from_node,
+        from_service,
+        payload,
+    }) = echo.recv().await
+    else {
         bail!("echo service got no datagram");
     };
-    assert_eq!((from_node.as_str(), payload.as_ref()), ("a", b"hello".as_ref()));
+    assert_eq!(
+        (from_node.as_str(), payload.as_ref()),
+        ("a", b"hello".as_ref())
+    );
     assert_eq!(from_service, client.local_service());
-    echo.send_to(&from_node, &from_service.to_string_lossy(), Bytes::from_static(b"back")).await?;
-    let Some(Incoming::Datagram { from_node, payload, .. }) = client.recv().await else {
+    echo.send_to(
+        &from_node,
+        &from_service.to_string_lossy(),
+        Bytes::from_static(b"back"),
+    )
+    .await?;
+    let Some(Incoming::Datagram {
+        from_node, payload, ..
+    }) = client.recv().await
+    else {
         bail!("client got no reply");
     };
-    assert_eq!((from_node.as_str(), payload.as_ref()), ("d", b"back".as_ref()));
+    assert_eq!(
+        (from_node.as_str(), payload.as_ref()),
+        ("d", b"back".as_ref())
+    );
 
     // A service nobody listens on is reported by the destination node.
-    client.send_to("d", "nosuch", Bytes::from_static(b"x")).await?;
+    client
+        .send_to("d", "nosuch", Bytes::from_static(b"x"))
+        .await?;
     let Some(Incoming::Unreachable(report)) = client.recv().await else {
         bail!("no unreachable report");
     };
-    assert_eq!((report.problem.as_str(), report.reported_by.as_str()), ("service unknown", "d"));
+    assert_eq!(
+        (report.problem.as_str(), report.reported_by.as_str()),
+        ("service unknown", "d")
+    );
 
     // Ping across the mesh, and the traceroute view of it.
     let reply = mesh.node("a").ping("d", 30).await?;
     assert_eq!(reply.from, "d");
     let hop = mesh.node("a").ping("d", 2).await.expect_err("expires at c");
-    assert!(matches!(hop, receptor_mesh::node::PingError::Unreachable { ref problem, ref from, .. } if problem == "message expired" && from == "c"), "{hop:?}");
-    let hop0 = mesh.node("a").ping("d", 0).await.expect_err("expires locally");
-    assert!(matches!(hop0, receptor_mesh::node::PingError::Unreachable { ref from, .. } if from == "a"), "{hop0:?}");
+    assert!(
+        matches!(hop, receptor_mesh::node::PingError::Unreachable { ref problem, ref from, .. } if problem == "message expired" && from == "c"),
+        "{hop:?}"
+    );
+    let hop0 = mesh
+        .node("a")
+        .ping("d", 0)
+        .await
+        .expect_err("expires locally");
+    assert!(
+        matches!(hop0, receptor_mesh::node::PingError::Unreachable { ref from, .. } if from == "a"),
+        "{hop0:?}"
+    );
     Ok(())
 }
 
 /// A scripted peer speaking raw wire messages over an in-memory link.
-async fn raw_peer(net: &MemoryNetwork, name: &str) -> Result<(mpsc::Receiver<Session>, CancellationToken)> {
+async fn raw_peer(
+    net: &MemoryNetwork,
+    name: &str,
+) -> Result<(mpsc::Receiver<Session>, CancellationToken)> {
     let (tx, rx) = mpsc::channel(4);
     let cancel = CancellationToken::new();
     let listener = net.listener(name, LinkConfig::default());
@@ -212,7 +259,12 @@ fn update(node: &str, via: &str, seq: u64, links: &[(&str, f64)]) -> Bytes {
         update_id: format!("u{node}{seq:06}"),
         update_epoch: 7 << 24,
         update_sequence: seq,
-        connections: Some(links.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect::<BTreeMap<_, _>>()),
+        connections: Some(
+            links
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), *c))
+                .collect::<BTreeMap<_, _>>(),
+        ),
         forwarding_node: via.into(),
         suspected_duplicate: 0,
     }
@@ -231,27 +283,47 @@ async fn hop_limit_ends_a_routing_loop() -> Result<()> {
     session.outbound.send(update("x", "x", 1, &[])).await?;
     wait_for("a to list x", || {
         let a = a.clone();
-        async move { a.status().await.ok()?.connections.iter().any(|c| c.node_id == "x").then_some(()) }
+        async move {
+            a.status()
+                .await
+                .ok()?
+                .connections
+                .iter()
+                .any(|c| c.node_id == "x")
+                .then_some(())
+        }
     })
     .await?;
-    session.outbound.send(update("x", "x", 2, &[("a", 1.0), ("z", 1.0)])).await?;
-    session.outbound.send(update("z", "x", 1, &[("x", 1.0)])).await?;
+    session
+        .outbound
+        .send(update("x", "x", 2, &[("a", 1.0), ("z", 1.0)]))
+        .await?;
+    session
+        .outbound
+        .send(update("z", "x", 1, &[("x", 1.0)]))
+        .await?;
     wait_for("a to route z via x", || {
         let a = a.clone();
-        async move { (a.status().await.ok()?.routes.get("z").map(String::as_str) == Some("x")).then_some(()) }
+        async move {
+            (a.status().await.ok()?.routes.get("z").map(String::as_str) == Some("x")).then_some(())
+        }
     })
     .await?;
 
     // x bounces every data message for z straight back to a: a loop a -> x -> a -> ...
     let mut probe = a.listen(None, None).await?;
-    probe.send_to("z", "svc", Bytes::from_static(b"loop")).await?;
+    probe
+        .send_to("z", "svc", Bytes::from_static(b"loop"))
+        .await?;
     let mut bounced = 0;
     let report = loop {
         tokio::select! {
             got = session.inbound.recv() => {
                 let raw = got.context("a closed the link")?;
-                if let Ok(Message::Data(data)) = wire::decode(&raw) {
-                    if data.to_node == wire::node_hash("z") {
+                if let Ok(Message::Data(data)) = wire::decode(&raw)
+                    && data.to_node == wire::node_hash("z")
+                {
+                    {
                         bounced += 1;
                         assert!(bounced <= 30, "the hop limit did not stop the loop");
                         let back = Data { ttl: data.ttl.saturating_sub(1), ..data };
@@ -266,8 +338,14 @@ async fn hop_limit_ends_a_routing_loop() -> Result<()> {
         }
     };
     assert_eq!(report.problem, "message expired");
-    assert!(bounced >= 10, "the message looped {bounced} times before expiring");
-    assert_eq!(ServiceName::try_from("svc")?.to_string_lossy(), report.to_service);
+    assert!(
+        bounced >= 10,
+        "the message looped {bounced} times before expiring"
+    );
+    assert_eq!(
+        ServiceName::try_from("svc")?.to_string_lossy(),
+        report.to_service
+    );
     Ok(())
 }
 
@@ -281,27 +359,54 @@ async fn periodic_updates_keep_links_and_silent_peers_time_out() -> Result<()> {
     // Five idle timeouts of quiet: the 10 s routing updates keep the link alive.
     tokio::time::sleep(Duration::from_secs(110)).await;
     let status = mesh.node("a").status().await?;
-    assert_eq!(status.connections.len(), 1, "link dropped while both nodes were healthy");
+    assert_eq!(
+        status.connections.len(),
+        1,
+        "link dropped while both nodes were healthy"
+    );
 
     // A peer that completes the handshake and then falls silent is dropped after 21 s.
     let (mut sessions, _stop) = raw_peer(&mesh.net, "silent").await?;
-    mesh.node("a").add_backend(mesh.net.dialer("a", "silent", false, LinkConfig::default()));
+    mesh.node("a")
+        .add_backend(mesh.net.dialer("a", "silent", false, LinkConfig::default()));
     let session = sessions.recv().await.context("a dialed the silent peer")?;
-    session.outbound.send(update("silent", "silent", 1, &[])).await?;
+    session
+        .outbound
+        .send(update("silent", "silent", 1, &[]))
+        .await?;
     let a = mesh.node("a").clone();
     wait_for("a to establish the silent peer", || {
         let a = a.clone();
-        async move { a.status().await.ok()?.connections.iter().any(|c| c.node_id == "silent").then_some(()) }
+        async move {
+            a.status()
+                .await
+                .ok()?
+                .connections
+                .iter()
+                .any(|c| c.node_id == "silent")
+                .then_some(())
+        }
     })
     .await?;
     let since = tokio::time::Instant::now();
     wait_for("a to drop the silent peer", || {
         let a = a.clone();
-        async move { (!a.status().await.ok()?.connections.iter().any(|c| c.node_id == "silent")).then_some(()) }
+        async move {
+            (!a.status()
+                .await
+                .ok()?
+                .connections
+                .iter()
+                .any(|c| c.node_id == "silent"))
+            .then_some(())
+        }
     })
     .await?;
     let waited = since.elapsed();
-    assert!(waited >= Duration::from_secs(21) && waited <= Duration::from_secs(27), "dropped after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(21) && waited <= Duration::from_secs(27),
+        "dropped after {waited:?}"
+    );
     drop(session);
     Ok(())
 }

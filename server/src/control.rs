@@ -77,19 +77,26 @@ impl UnixControl {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| BindError::LockFile { path: lock_path.clone(), source })?;
+            .map_err(|source| BindError::LockFile {
+                path: lock_path.clone(),
+                source,
+            })?;
         let _ = std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o600));
         if lock.try_lock().is_err() {
             return Err(BindError::Locked { path: lock_path });
         }
-        let socket_error = |source| BindError::Socket { path: path.to_owned(), source };
+        let socket_error = |source| BindError::Socket {
+            path: path.to_owned(),
+            source,
+        };
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(socket_error(e)),
         }
         let listener = UnixListener::bind(path).map_err(socket_error)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(permissions)).map_err(socket_error)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(permissions))
+            .map_err(socket_error)?;
         Ok(Self {
             listener,
             path: path.to_owned(),
@@ -160,7 +167,10 @@ where
     let mut line = Vec::new();
     loop {
         line.clear();
-        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
         if read == 0 {
             return Ok(());
         }
@@ -199,8 +209,10 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
         Command::Ping { target } => to_go_json(&PingJson(&ops.ping(&target).await)),
         Command::Traceroute { target } => {
             let hops = ops.traceroute(&target).await;
-            let map: std::collections::BTreeMap<String, HopJson<'_>> =
-                hops.iter().map(|(ttl, probe)| (ttl.to_string(), HopJson(probe))).collect();
+            let map: std::collections::BTreeMap<String, HopJson<'_>> = hops
+                .iter()
+                .map(|(ttl, probe)| (ttl.to_string(), HopJson(probe)))
+                .collect();
             to_go_json(&map)
         }
     };
@@ -213,7 +225,8 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
 /// escaped. Those characters can only occur inside JSON strings, so replacing them in the
 /// output is exact.
 fn to_go_json<T: Serialize>(value: &T) -> String {
-    let text = serde_json::to_string(value).unwrap_or_else(|error| format!("{{\"Error\":\"{error}\"}}"));
+    let text =
+        serde_json::to_string(value).unwrap_or_else(|error| format!("{{\"Error\":\"{error}\"}}"));
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -281,7 +294,10 @@ struct WorkCommandJson<'a> {
 impl Serialize for StatusJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mesh = &self.report.mesh;
-        let wanted = |name: &str| self.fields.is_none_or(|fields| fields.iter().any(|f| f == name));
+        let wanted = |name: &str| {
+            self.fields
+                .is_none_or(|fields| fields.iter().any(|f| f == name))
+        };
         // Go renders a map, so keys come out sorted.
         let mut map = s.serialize_map(None)?;
         if wanted("Advertisements") {
@@ -297,7 +313,10 @@ impl Serialize for StatusJson<'_> {
                     work_commands: ad.work_commands.as_ref().map(|commands| {
                         commands
                             .iter()
-                            .map(|c| WorkCommandJson { work_type: &c.work_type, secure: c.secure })
+                            .map(|c| WorkCommandJson {
+                                work_type: &c.work_type,
+                                secure: c.secure,
+                            })
                             .collect()
                     }),
                 })
@@ -308,16 +327,26 @@ impl Serialize for StatusJson<'_> {
             let connections: Vec<ConnectionJson<'_>> = mesh
                 .connections
                 .iter()
-                .map(|c| ConnectionJson { node_id: &c.node_id, cost: GoFloat(c.cost) })
+                .map(|c| ConnectionJson {
+                    node_id: &c.node_id,
+                    cost: GoFloat(c.cost),
+                })
                 .collect();
             map.serialize_entry("Connections", &connections)?;
         }
         if wanted("KnownConnectionCosts") {
-            let costs: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, GoFloat>> = mesh
-                .known_connection_costs
-                .iter()
-                .map(|(node, row)| (node.as_str(), row.iter().map(|(peer, cost)| (peer.as_str(), GoFloat(*cost))).collect()))
-                .collect();
+            let costs: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, GoFloat>> =
+                mesh.known_connection_costs
+                    .iter()
+                    .map(|(node, row)| {
+                        (
+                            node.as_str(),
+                            row.iter()
+                                .map(|(peer, cost)| (peer.as_str(), GoFloat(*cost)))
+                                .collect(),
+                        )
+                    })
+                    .collect();
             map.serialize_entry("KnownConnectionCosts", &costs)?;
         }
         if wanted("NodeID") {

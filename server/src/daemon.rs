@@ -70,7 +70,11 @@ pub struct Daemon {
     _cancel_on_drop: DropGuard,
 }
 
-fn link_config(cost: f64, node_cost: &std::collections::BTreeMap<String, f64>, allowed_peers: &Option<Vec<String>>) -> LinkConfig {
+fn link_config(
+    cost: f64,
+    node_cost: &std::collections::BTreeMap<String, f64>,
+    allowed_peers: &Option<Vec<String>>,
+) -> LinkConfig {
     LinkConfig {
         cost,
         node_cost: node_cost.clone(),
@@ -105,9 +109,13 @@ impl Daemon {
         for listener in &config.tcp_listeners {
             let addr = join_host_port(&listener.bindaddr, listener.port);
             let link = link_config(listener.cost, &listener.nodecost, &listener.allowedpeers);
-            let bound = tcp::Listener::bind(&addr, link)
-                .await
-                .map_err(|source| SpawnError::Listen { addr: addr.clone(), source })?;
+            let bound =
+                tcp::Listener::bind(&addr, link)
+                    .await
+                    .map_err(|source| SpawnError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?;
             tracing::info!(addr = %bound.local_addr(), "tcp listener bound");
             tcp_listeners.push(bound.local_addr());
             node.add_backend(bound);
@@ -130,7 +138,10 @@ impl Daemon {
                 let mut conn = node
                     .listen(Some(&control.service), Some(advertise))
                     .await
-                    .map_err(|source| SpawnError::ControlService { service: control.service.clone(), source })?;
+                    .map_err(|source| SpawnError::ControlService {
+                        service: control.service.clone(),
+                        source,
+                    })?;
                 // Streams over the mesh arrive with QUIC (a later step); until then the service
                 // is advertised and its datagrams are drained so its queue never fills.
                 let stop = cancel.child_token();

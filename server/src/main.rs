@@ -41,7 +41,10 @@ fn main() -> ExitCode {
         println!("Run receptor --help for command line instructions.");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             println!("Error: cannot start the async runtime: {error}");
@@ -77,12 +80,19 @@ async fn run(config: Config) -> ExitCode {
     if let Err(error) = daemon.shutdown(SHUTDOWN_GRACE).await {
         tracing::warn!(%error, "shutdown was not clean");
     }
-    if stopped_itself { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if stopped_itself {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers only Ctrl-C via tokio's fallback remains.
         let _ = tokio::signal::ctrl_c().await;
         return "SIGINT";

@@ -102,13 +102,20 @@ impl Ops {
         to_probe(self.probe_raw(target, ttl).await, false)
     }
 
-    async fn probe_raw(&self, target: &str, ttl: u8) -> Result<receptor_mesh::node::PingReply, PingError> {
+    async fn probe_raw(
+        &self,
+        target: &str,
+        ttl: u8,
+    ) -> Result<receptor_mesh::node::PingReply, PingError> {
         self.node.ping(target, ttl).await
     }
 }
 
 /// Converts a ping result; `expiry_is_success` makes "message expired" a normal traceroute hop.
-fn to_probe(result: Result<receptor_mesh::node::PingReply, PingError>, expiry_is_success: bool) -> Probe {
+fn to_probe(
+    result: Result<receptor_mesh::node::PingReply, PingError>,
+    expiry_is_success: bool,
+) -> Probe {
     match result {
         Ok(reply) => Probe {
             from: Some(reply.from),

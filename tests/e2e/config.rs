@@ -10,7 +10,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             yaml_files(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "conf")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "conf")
+        ) {
             out.push(path);
         }
     }
@@ -22,14 +25,21 @@ fn every_deploy_config_parses_and_is_supported() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut files = Vec::new();
     yaml_files(&root, &mut files)?;
-    assert!(files.len() >= 5, "expected the default, packaged and example configs, found {files:?}");
+    assert!(
+        files.len() >= 5,
+        "expected the default, packaged and example configs, found {files:?}"
+    );
     for file in files {
         let text = std::fs::read_to_string(&file)?;
         let config = receptor_server::config::from_yaml_str(&text, &file.display().to_string())
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("{} does not parse", file.display()))?;
         let unsupported = receptor_server::config::unsupported(&config);
-        assert!(unsupported.is_empty(), "{}: {unsupported:?}", file.display());
+        assert!(
+            unsupported.is_empty(),
+            "{}: {unsupported:?}",
+            file.display()
+        );
     }
     Ok(())
 }

@@ -25,7 +25,10 @@ pub fn receptor_bin() -> Result<PathBuf> {
         .map(|dir| dir.join("receptor"))
         .context("cannot locate the target directory")?;
     if !path.exists() {
-        bail!("{} does not exist: build it first (scripts/test does)", path.display());
+        bail!(
+            "{} does not exist: build it first (scripts/test does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -36,7 +39,9 @@ pub fn receptorctl_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RECEPTORCTL") {
         return Ok(path.into());
     }
-    which("receptorctl").context("receptorctl not found: run the tests with scripts/test, which installs it from PyPI")
+    which("receptorctl").context(
+        "receptorctl not found: run the tests with scripts/test, which installs it from PyPI",
+    )
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -117,9 +122,11 @@ impl Daemon {
         let log = Arc::clone(&self.log);
         wait_for(&format!("{} to log {pattern:?}", self.name), WAIT, || {
             let text = log.lock().map(|l| l.clone()).unwrap_or_default();
-            let found = re
-                .captures(&text)
-                .map(|c| c.get(1).or_else(|| c.get(0)).map_or(String::new(), |m| m.as_str().to_owned()));
+            let found = re.captures(&text).map(|c| {
+                c.get(1)
+                    .or_else(|| c.get(0))
+                    .map_or(String::new(), |m| m.as_str().to_owned())
+            });
             async move { found }
         })
         .await
@@ -134,7 +141,10 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().context("already exited")?;
-        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
         if !status.success() {
             bail!("kill failed");
         }

@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use crate::harness::{Daemon, WAIT, receptorctl, status_json, wait_for};
 
 fn example(name: &str) -> Result<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/three-node").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/examples/three-node")
+        .join(name);
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
@@ -34,12 +36,25 @@ struct ThreeNodes {
 impl ThreeNodes {
     async fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let a = Daemon::start_yaml("node-a", dir.path(), &localise(&example("node-a.yaml")?, dir.path(), &[])).await?;
+        let a = Daemon::start_yaml(
+            "node-a",
+            dir.path(),
+            &localise(&example("node-a.yaml")?, dir.path(), &[]),
+        )
+        .await?;
         let a_addr = a.tcp_listener_addr().await?;
-        let b_yaml = localise(&example("node-b.yaml")?, dir.path(), &[("127.0.0.1:27501", &a_addr)]);
+        let b_yaml = localise(
+            &example("node-b.yaml")?,
+            dir.path(),
+            &[("127.0.0.1:27501", &a_addr)],
+        );
         let b = Daemon::start_yaml("node-b", dir.path(), &b_yaml).await?;
         let b_addr = b.tcp_listener_addr().await?;
-        let c_yaml = localise(&example("node-c.yaml")?, dir.path(), &[("127.0.0.1:27502", &b_addr)]);
+        let c_yaml = localise(
+            &example("node-c.yaml")?,
+            dir.path(),
+            &[("127.0.0.1:27502", &b_addr)],
+        );
         let c = Daemon::start_yaml("node-c", dir.path(), &c_yaml).await?;
         Ok(Self { dir, a, b, c })
     }
@@ -49,7 +64,12 @@ impl ThreeNodes {
     }
 
     fn logs(&self) -> String {
-        format!("--- a\n{}\n--- b\n{}\n--- c\n{}", self.a.log(), self.b.log(), self.c.log())
+        format!(
+            "--- a\n{}\n--- b\n{}\n--- c\n{}",
+            self.a.log(),
+            self.b.log(),
+            self.c.log()
+        )
     }
 }
 
@@ -61,16 +81,23 @@ fn route(status: &serde_json::Value, dest: &str) -> Option<String> {
 async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
     let mesh = ThreeNodes::start().await?;
     let socket_a = mesh.socket("node-a");
-    let converged = wait_for("node-a to route to node-c via node-b and see every control service", WAIT, || {
-        let socket = socket_a.clone();
-        async move {
-            let status = status_json(&socket).await.ok()?;
-            let ads = status["Advertisements"].as_array()?;
-            let services: Vec<&str> = ads.iter().filter_map(|ad| ad["NodeID"].as_str()).collect();
-            let all_ads = ["node-a", "node-b", "node-c"].iter().all(|n| services.contains(n));
-            (route(&status, "node-c").as_deref() == Some("node-b") && all_ads).then_some(status)
-        }
-    })
+    let converged = wait_for(
+        "node-a to route to node-c via node-b and see every control service",
+        WAIT,
+        || {
+            let socket = socket_a.clone();
+            async move {
+                let status = status_json(&socket).await.ok()?;
+                let ads = status["Advertisements"].as_array()?;
+                let services: Vec<&str> =
+                    ads.iter().filter_map(|ad| ad["NodeID"].as_str()).collect();
+                let all_ads = ["node-a", "node-b", "node-c"]
+                    .iter()
+                    .all(|n| services.contains(n));
+                (route(&status, "node-c").as_deref() == Some("node-b") && all_ads).then_some(status)
+            }
+        },
+    )
     .await
     .with_context(|| mesh.logs())?;
 
@@ -85,7 +112,10 @@ async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
         assert_eq!(ad["Service"], "control");
         assert_eq!(ad["ConnType"], 1);
         assert_eq!(ad["Tags"]["type"], "Control Service");
-        assert!(ad.get("WorkCommands").is_some(), "WorkCommands must always be present: {ad}");
+        assert!(
+            ad.get("WorkCommands").is_some(),
+            "WorkCommands must always be present: {ad}"
+        );
     }
     let keys: Vec<&String> = converged.as_object().context("object")?.keys().collect();
     assert_eq!(
@@ -106,12 +136,25 @@ async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
     let human = receptorctl(&socket_a, &["status"]).await?;
     assert_eq!(human.code, Some(0), "{human:?}");
     assert!(human.stdout.contains("Node ID: node-a"), "{}", human.stdout);
-    assert!(human.stdout.contains("node-c       node-b"), "route table row missing:\n{}", human.stdout);
+    assert!(
+        human.stdout.contains("node-c       node-b"),
+        "route table row missing:\n{}",
+        human.stdout
+    );
 
     // Ping across two hops.
-    let ping = receptorctl(&socket_a, &["ping", "node-c", "--count", "2", "--delay", "0.1"]).await?;
+    let ping = receptorctl(
+        &socket_a,
+        &["ping", "node-c", "--count", "2", "--delay", "0.1"],
+    )
+    .await?;
     assert_eq!(ping.code, Some(0), "{ping:?}");
-    assert_eq!(ping.stdout.matches("Reply from node-c in ").count(), 2, "{}", ping.stdout);
+    assert_eq!(
+        ping.stdout.matches("Reply from node-c in ").count(),
+        2,
+        "{}",
+        ping.stdout
+    );
 
     let trace = receptorctl(&socket_a, &["traceroute", "node-c"]).await?;
     assert_eq!(trace.code, Some(0), "{trace:?}");
@@ -123,7 +166,11 @@ async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
 
     let unknown = receptorctl(&socket_a, &["ping", "nosuch", "--count", "1"]).await?;
     assert_eq!(unknown.code, Some(2), "{unknown:?}");
-    assert!(unknown.stderr.contains("ERROR: no route to node"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("ERROR: no route to node"),
+        "{}",
+        unknown.stderr
+    );
 
     // Kill the middle node: node-a loses its route to node-c.
     let ThreeNodes { dir, a, b, c } = mesh;
@@ -133,7 +180,8 @@ async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
         let socket = socket_a.clone();
         async move {
             let status = status_json(&socket).await.ok()?;
-            (route(&status, "node-c").is_none() && status["Connections"].as_array()?.is_empty()).then_some(())
+            (route(&status, "node-c").is_none() && status["Connections"].as_array()?.is_empty())
+                .then_some(())
         }
     })
     .await

@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BackendError, BackendFuture, Backoff, LinkConfig, SessionInfo, SessionSink, spawn_framed};
+use super::{
+    Backend, BackendError, BackendFuture, Backoff, LinkConfig, SessionInfo, SessionSink,
+    spawn_framed,
+};
 
 /// Bytes buffered in each direction of an in-memory connection.
 const PIPE_CAPACITY: usize = 256 * 1024;
@@ -47,7 +50,9 @@ impl MemoryNetwork {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock only happens in a failing test; keep going.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A listener reachable as `name`.
@@ -118,7 +123,9 @@ pub struct Listener {
 
 impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Incoming").field("from", &self.from).finish_non_exhaustive()
+        f.debug_struct("Incoming")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
     }
 }
 

@@ -46,7 +46,11 @@ impl Listener {
         self.local_addr
     }
 
-    async fn serve(self, sessions: SessionSink, cancel: CancellationToken) -> Result<(), BackendError> {
+    async fn serve(
+        self,
+        sessions: SessionSink,
+        cancel: CancellationToken,
+    ) -> Result<(), BackendError> {
         let limit = Arc::new(Semaphore::new(MAX_SESSIONS_PER_LISTENER));
         let mut pumps = JoinSet::new();
         loop {
@@ -111,7 +115,11 @@ impl Dialer {
         }
     }
 
-    async fn dial_loop(self, sessions: SessionSink, cancel: CancellationToken) -> Result<(), BackendError> {
+    async fn dial_loop(
+        self,
+        sessions: SessionSink,
+        cancel: CancellationToken,
+    ) -> Result<(), BackendError> {
         let mut backoff = Backoff::default();
         loop {
             let dialed = tokio::select! {

@@ -15,6 +15,7 @@ use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 
 use super::{Advertise, Command, ConnectionInfo, ListenError, NodeConfig, SendError, Status};
+use crate::ServiceName;
 use crate::adverts::{AdOutcome, Advertisements};
 use crate::backend::{Session, SessionInfo};
 use crate::firewall::{Action, Firewall};
@@ -22,7 +23,6 @@ use crate::id::random_name;
 use crate::packet_conn::{Incoming, Unreachable};
 use crate::routing::{DuplicateAction, RoutingTable, new_epoch};
 use crate::wire::{self, Data, Message, RoutingUpdate, ServiceAdvertisement};
-use crate::ServiceName;
 
 /// Interval of initial connect messages on a session not yet established (spec §2.1).
 const INITIAL_INTERVAL: Duration = Duration::from_secs(1);
@@ -228,7 +228,9 @@ impl NodeActor {
             let idle: Vec<SessionId> = self
                 .peers
                 .iter()
-                .filter(|(_, p)| p.remote.is_some() && now.duration_since(p.last_received) > self.max_idle)
+                .filter(|(_, p)| {
+                    p.remote.is_some() && now.duration_since(p.last_received) > self.max_idle
+                })
                 .map(|(sid, _)| *sid)
                 .collect();
             for sid in idle {
@@ -283,7 +285,9 @@ impl NodeActor {
 
     /// Sends the "initial connect message" on a session that is not established yet.
     fn send_initial(&mut self, sid: SessionId) {
-        let Some(peer) = self.peers.get(&sid) else { return };
+        let Some(peer) = self.peers.get(&sid) else {
+            return;
+        };
         if peer.initial_sent >= INITIAL_MAX_SENDS {
             self.close_session(sid, "no routing message from peer");
             return;
@@ -306,7 +310,9 @@ impl NodeActor {
 
     fn close_session(&mut self, sid: SessionId, why: &str) {
         self.inbound.remove(&sid);
-        let Some(peer) = self.peers.remove(&sid) else { return };
+        let Some(peer) = self.peers.remove(&sid) else {
+            return;
+        };
         // Dropping `peer.outbound` lets the pump flush what is queued and close the transport.
         if let Some(remote) = peer.remote {
             if self.connections.get(&remote) == Some(&sid) {
@@ -322,7 +328,9 @@ impl NodeActor {
     }
 
     fn send_to_session(&mut self, sid: SessionId, message: Bytes) {
-        let Some(peer) = self.peers.get(&sid) else { return };
+        let Some(peer) = self.peers.get(&sid) else {
+            return;
+        };
         if let Err(mpsc::error::TrySendError::Full(_)) = peer.outbound.try_send(message) {
             tracing::debug!(remote = %peer.info.remote_addr, "session queue full, message dropped");
         }
@@ -352,7 +360,9 @@ impl NodeActor {
     // === messages from peers ===
 
     fn handle_message(&mut self, sid: SessionId, raw: Bytes) {
-        let Some(peer) = self.peers.get_mut(&sid) else { return };
+        let Some(peer) = self.peers.get_mut(&sid) else {
+            return;
+        };
         peer.last_received = Instant::now();
         let established = peer.remote.is_some();
         let message = match wire::decode(&raw) {
@@ -384,12 +394,16 @@ impl NodeActor {
     /// The first routing message on a session decides who the peer is (spec §2.2).
     fn handshake(&mut self, sid: SessionId, update: &RoutingUpdate) {
         let remote = update.forwarding_node.clone();
-        let Some(peer) = self.peers.get(&sid) else { return };
+        let Some(peer) = self.peers.get(&sid) else {
+            return;
+        };
         if remote.is_empty() {
             return;
         }
         if let Err(reason) = crate::routing::validate_update(update).and_then(|()| {
-            (remote.len() <= crate::routing::MAX_NAME_LEN).then_some(()).ok_or("node ID too long")
+            (remote.len() <= crate::routing::MAX_NAME_LEN)
+                .then_some(())
+                .ok_or("node ID too long")
         }) {
             return self.reject(sid, reason);
         }
@@ -419,7 +433,9 @@ impl NodeActor {
     }
 
     fn handle_routing(&mut self, sid: SessionId, update: RoutingUpdate) {
-        let Some(peer) = self.peers.get_mut(&sid) else { return };
+        let Some(peer) = self.peers.get_mut(&sid) else {
+            return;
+        };
         let remote = peer.remote.clone().unwrap_or_default();
         if update.forwarding_node != remote {
             return self.reject(sid, "remote node ID changed unexpectedly");
@@ -487,14 +503,23 @@ impl NodeActor {
             return;
         }
         // The first name for a hash wins (spec §3.2).
-        self.names.entry(wire::node_hash(name)).or_insert_with(|| name.to_owned());
+        self.names
+            .entry(wire::node_hash(name))
+            .or_insert_with(|| name.to_owned());
     }
 
     // === data ===
 
     fn handle_data(&mut self, data: Data) {
-        let (Some(from), Some(to)) = (self.names.get(&data.from_node), self.names.get(&data.to_node)) else {
-            tracing::debug!(from = data.from_node, to = data.to_node, "data message with unknown node hash dropped");
+        let (Some(from), Some(to)) = (
+            self.names.get(&data.from_node),
+            self.names.get(&data.to_node),
+        ) else {
+            tracing::debug!(
+                from = data.from_node,
+                to = data.to_node,
+                "data message with unknown node hash dropped"
+            );
             return;
         };
         let (from, to) = (from.clone(), to.clone());
@@ -575,7 +600,9 @@ impl NodeActor {
                     from_service: data.from_service,
                     payload: data.payload,
                 };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = service.deliver.try_send(incoming) {
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    service.deliver.try_send(incoming)
+                {
                     self.unlisten(data.to_service);
                 }
                 Ok(())
@@ -612,7 +639,9 @@ impl NodeActor {
         if report.from_node != self.id {
             return;
         }
-        let Ok(service) = ServiceName::try_from(report.from_service.as_str()) else { return };
+        let Ok(service) = ServiceName::try_from(report.from_service.as_str()) else {
+            return;
+        };
         if let Some(local) = self.services.get(&service) {
             let _ = local.deliver.try_send(Incoming::Unreachable(Unreachable {
                 problem: report.problem,
@@ -663,7 +692,11 @@ impl NodeActor {
         ttl: u8,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        let to = if to_node.eq_ignore_ascii_case("localhost") { self.id.clone() } else { to_node.to_owned() };
+        let to = if to_node.eq_ignore_ascii_case("localhost") {
+            self.id.clone()
+        } else {
+            to_node.to_owned()
+        };
         self.learn_name(&to);
         let data = Data {
             ttl,
@@ -695,7 +728,9 @@ impl NodeActor {
                 name
             }
             None => loop {
-                let Ok(name) = ServiceName::try_from(random_name().as_str()) else { continue };
+                let Ok(name) = ServiceName::try_from(random_name().as_str()) else {
+                    continue;
+                };
                 if !self.services.contains_key(&name) {
                     break name;
                 }
@@ -705,24 +740,27 @@ impl NodeActor {
             // Go waits 5 s before announcing a new service; so do we, batching bursts.
             self.next_ads = self.next_ads.min(Instant::now() + SERVICE_AD_DELAY);
         }
-        self.services.insert(name, LocalService { deliver, advertise });
+        self.services
+            .insert(name, LocalService { deliver, advertise });
         Ok(name)
     }
 
     fn unlisten(&mut self, service: ServiceName) {
-        if let Some(local) = self.services.remove(&service) {
-            if let Some(advertise) = local.advertise {
-                let cancel = ServiceAdvertisement {
-                    node_id: self.id.clone(),
-                    service: service.to_string_lossy(),
-                    time: time::OffsetDateTime::now_utc(),
-                    conn_type: advertise.conn_type,
-                    tags: None,
-                    work_commands: None,
-                    cancel: true,
-                };
-                self.flood(cancel.encode(), None);
-            }
+        if let Some(LocalService {
+            advertise: Some(advertise),
+            ..
+        }) = self.services.remove(&service)
+        {
+            let cancel = ServiceAdvertisement {
+                node_id: self.id.clone(),
+                service: service.to_string_lossy(),
+                time: time::OffsetDateTime::now_utc(),
+                conn_type: advertise.conn_type,
+                tags: None,
+                work_commands: None,
+                cancel: true,
+            };
+            self.flood(cancel.encode(), None);
         }
     }
 

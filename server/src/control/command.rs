@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     /// `status`, optionally limited to some top-level fields.
-    Status { requested_fields: Option<Vec<String>> },
+    Status {
+        requested_fields: Option<Vec<String>>,
+    },
     /// `ping <target>`.
     Ping { target: String },
     /// `traceroute <target>`.
@@ -32,7 +34,9 @@ pub(crate) fn parse(line: &str) -> Parsed {
     }
     let (name, params) = line.split_once(' ').unwrap_or((line, ""));
     let result = match name.to_lowercase().as_str() {
-        "status" if params.is_empty() => Ok(Command::Status { requested_fields: None }),
+        "status" if params.is_empty() => Ok(Command::Status {
+            requested_fields: None,
+        }),
         "status" => Err("status command does not take parameters".to_owned()),
         "ping" => target(params, "ping").map(|target| Command::Ping { target }),
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
@@ -55,19 +59,38 @@ fn target(params: &str, verb: &str) -> Result<String, String> {
 fn parse_json(line: &str) -> Parsed {
     let object: Map<String, Value> = match serde_json::from_str::<Value>(line) {
         Ok(Value::Object(object)) => object,
-        Ok(_) => return Parsed::Errors(vec!["json: cannot unmarshal into Go value of type map[string]interface {}".to_owned(), UNKNOWN.to_owned()]),
+        Ok(_) => {
+            return Parsed::Errors(vec![
+                "json: cannot unmarshal into Go value of type map[string]interface {}".to_owned(),
+                UNKNOWN.to_owned(),
+            ]);
+        }
         // Go reports the decode error and then, having no command name, "Unknown command".
         Err(error) => return Parsed::Errors(vec![go_json_error(&error, line), UNKNOWN.to_owned()]),
     };
     let name = match object.get("command") {
-        None => return Parsed::Errors(vec!["JSON did not contain a command".to_owned(), UNKNOWN.to_owned()]),
+        None => {
+            return Parsed::Errors(vec![
+                "JSON did not contain a command".to_owned(),
+                UNKNOWN.to_owned(),
+            ]);
+        }
         Some(Value::String(name)) => name.as_str(),
-        Some(_) => return Parsed::Errors(vec!["command must be a string".to_owned(), UNKNOWN.to_owned()]),
+        Some(_) => {
+            return Parsed::Errors(vec![
+                "command must be a string".to_owned(),
+                UNKNOWN.to_owned(),
+            ]);
+        }
     };
     let result = match name {
-        "status" => requested_fields(&object).map(|requested_fields| Command::Status { requested_fields }),
+        "status" => {
+            requested_fields(&object).map(|requested_fields| Command::Status { requested_fields })
+        }
         "ping" => json_target(&object, "ping").map(|target| Command::Ping { target }),
-        "traceroute" => json_target(&object, "traceroute").map(|target| Command::Traceroute { target }),
+        "traceroute" => {
+            json_target(&object, "traceroute").map(|target| Command::Traceroute { target })
+        }
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
@@ -81,7 +104,11 @@ fn requested_fields(object: &Map<String, Value>) -> Result<Option<Vec<String>>, 
         None => Ok(None),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(|| "each element of requested_fields must be a string".to_owned()))
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "each element of requested_fields must be a string".to_owned())
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err("requested_fields must be a list of strings".to_owned()),
@@ -146,10 +173,28 @@ mod tests {
 
     #[test]
     fn plain_commands() {
-        assert_eq!(parse("status"), Parsed::Command(Command::Status { requested_fields: None }));
-        assert_eq!(parse("PING node-b"), Parsed::Command(Command::Ping { target: "node-b".into() }));
-        assert_eq!(parse("traceroute a b"), Parsed::Command(Command::Traceroute { target: "a b".into() }));
-        assert_eq!(errors("status extra"), ["status command does not take parameters"]);
+        assert_eq!(
+            parse("status"),
+            Parsed::Command(Command::Status {
+                requested_fields: None
+            })
+        );
+        assert_eq!(
+            parse("PING node-b"),
+            Parsed::Command(Command::Ping {
+                target: "node-b".into()
+            })
+        );
+        assert_eq!(
+            parse("traceroute a b"),
+            Parsed::Command(Command::Traceroute {
+                target: "a b".into()
+            })
+        );
+        assert_eq!(
+            errors("status extra"),
+            ["status command does not take parameters"]
+        );
         assert_eq!(errors("ping"), ["no ping target"]);
         assert_eq!(errors("version"), ["Unknown command"]);
         assert_eq!(errors("foo bar baz"), ["Unknown command"]);
@@ -159,15 +204,43 @@ mod tests {
     fn json_commands_and_errors_match_go() {
         assert_eq!(
             parse(r#"{"command":"status","requested_fields":["NodeID","Version"]}"#),
-            Parsed::Command(Command::Status { requested_fields: Some(vec!["NodeID".into(), "Version".into()]) })
+            Parsed::Command(Command::Status {
+                requested_fields: Some(vec!["NodeID".into(), "Version".into()])
+            })
         );
-        assert_eq!(parse(r#"{"command":"ping","target":"node-b"}"#), Parsed::Command(Command::Ping { target: "node-b".into() }));
+        assert_eq!(
+            parse(r#"{"command":"ping","target":"node-b"}"#),
+            Parsed::Command(Command::Ping {
+                target: "node-b".into()
+            })
+        );
         assert_eq!(errors(r#"{"command":"foo"}"#), ["Unknown command"]);
-        assert_eq!(errors(r#"{"command": "status""#), ["unexpected end of JSON input", "Unknown command"]);
-        assert_eq!(errors("{bad json}"), ["invalid character 'b' looking for beginning of object key string", "Unknown command"]);
-        assert_eq!(errors(r#"{"foo":"bar"}"#), ["JSON did not contain a command", "Unknown command"]);
-        assert_eq!(errors(r#"{"command":5}"#), ["command must be a string", "Unknown command"]);
-        assert_eq!(errors(r#"{"command":"status","requested_fields":[1]}"#), ["each element of requested_fields must be a string"]);
-        assert_eq!(errors(r#"{"command":"ping","target":3}"#), ["ping target must be string"]);
+        assert_eq!(
+            errors(r#"{"command": "status""#),
+            ["unexpected end of JSON input", "Unknown command"]
+        );
+        assert_eq!(
+            errors("{bad json}"),
+            [
+                "invalid character 'b' looking for beginning of object key string",
+                "Unknown command"
+            ]
+        );
+        assert_eq!(
+            errors(r#"{"foo":"bar"}"#),
+            ["JSON did not contain a command", "Unknown command"]
+        );
+        assert_eq!(
+            errors(r#"{"command":5}"#),
+            ["command must be a string", "Unknown command"]
+        );
+        assert_eq!(
+            errors(r#"{"command":"status","requested_fields":[1]}"#),
+            ["each element of requested_fields must be a string"]
+        );
+        assert_eq!(
+            errors(r#"{"command":"ping","target":3}"#),
+            ["ping target must be string"]
+        );
     }
 }
