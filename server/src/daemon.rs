@@ -107,8 +107,8 @@ impl Daemon {
 
         let mut tcp_listeners = Vec::new();
         for listener in &config.tcp_listeners {
-            let addr = join_host_port(&listener.bindaddr, listener.port);
-            let link = link_config(listener.cost, &listener.nodecost, &listener.allowedpeers);
+            let addr = join_host_port(&listener.bind_addr, listener.port);
+            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
             let bound =
                 tcp::Listener::bind(&addr, link)
                     .await
@@ -121,7 +121,7 @@ impl Daemon {
             node.add_backend(bound);
         }
         for peer in &config.tcp_peers {
-            let link = link_config(peer.cost, &Default::default(), &peer.allowedpeers);
+            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
             tracing::info!(address = %peer.address, "tcp peer configured");
             node.add_backend(tcp::Dialer::new(peer.address.clone(), peer.redial, link));
         }
@@ -129,19 +129,19 @@ impl Daemon {
         let ops = Ops::new(node.clone(), VERSION);
         let mut control_sockets = Vec::new();
         for control in &config.control_services {
-            if !control.service.is_empty() {
+            if let Some(service) = &control.service {
                 let advertise = Advertise {
                     conn_type: 1,
                     tags: [("type".to_owned(), "Control Service".to_owned())].into(),
                     work_commands: None,
                 };
-                let mut conn = node
-                    .listen(Some(&control.service), Some(advertise))
-                    .await
-                    .map_err(|source| SpawnError::ControlService {
-                        service: control.service.clone(),
-                        source,
-                    })?;
+                let mut conn =
+                    node.listen(Some(service), Some(advertise))
+                        .await
+                        .map_err(|source| SpawnError::ControlService {
+                            service: service.clone(),
+                            source,
+                        })?;
                 // Streams over the mesh arrive with QUIC (a later step); until then the service
                 // is advertised and its datagrams are drained so its queue never fills.
                 let stop = cancel.child_token();

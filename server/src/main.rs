@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         return report(&unsupported);
     }
     init_logging(config.log_level);
-    if config.tcp_listeners.is_empty() && config.tcp_peers.is_empty() && !config.local_only {
+    if !config.has_backends() {
         tracing::warn!("Nothing to do - no backends are running.");
         println!("Run receptor --help for command line instructions.");
         return ExitCode::FAILURE;
