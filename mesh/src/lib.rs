@@ -9,6 +9,8 @@
 //! - [`backend`]: the transport trait and one module per transport.
 //! - [`node`]: [`Node`], the handle, and the actor that owns sessions and routing.
 //! - [`packet_conn`]: datagrams between `(node, service)` pairs.
+//! - [`quic`]: streams: QUIC (quinn) over packet conns, with the Go-compatible insecure TLS
+//!   of ConnType 1 services and a hook for user TLS.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -18,6 +20,7 @@ pub mod firewall;
 pub mod id;
 pub mod node;
 pub mod packet_conn;
+pub mod quic;
 pub mod routing;
 pub mod wire;
 

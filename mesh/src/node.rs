@@ -11,6 +11,9 @@
 //!              Incoming ◀──────┘  └── session messages (StreamMap, no task per session)
 //!            (PacketConn)
 //! ```
+//!
+//! Per-connection work that must outlive a user handle (QUIC drivers, a stream's careful
+//! close) runs in the node's [`TaskTracker`], cancelled when the node stops.
 
 mod actor;
 
@@ -23,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, Session};
 use crate::firewall::Firewall;
@@ -197,6 +201,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<ServiceName, ListenError>>,
     },
     Unlisten(ServiceName),
+    /// Originate a datagram. With `reply: None` (the fire-and-forget path) a failure is
+    /// reported to the sending service as [`Incoming::SendFailed`] instead.
     Send {
         from_service: ServiceName,
         to_node: String,
@@ -205,6 +211,21 @@ pub(crate) enum Command {
         payload: Bytes,
         reply: Option<oneshot::Sender<Result<(), SendError>>>,
     },
+}
+
+/// Why a fire-and-forget send was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The node's inbox is full; wait for [`PacketConn::send_ready`] and retry.
+    #[error("node inbox full")]
+    Full,
+    /// A service name longer than 8 bytes.
+    #[error(transparent)]
+    ServiceName(#[from] crate::id::ServiceNameError),
+    /// The node stopped.
+    #[error("netceptor shutdown")]
+    Shutdown,
 }
 
 struct Shared {
@@ -216,6 +237,8 @@ struct Shared {
     /// Stops the current generation of backends (reload replaces it).
     backends: Mutex<CancellationToken>,
     tasks: Mutex<JoinSet<()>>,
+    /// Per-connection tasks (QUIC drivers, stream close); they stop with `cancel`.
+    tracker: TaskTracker,
 }
 
 /// A running mesh node. Cloning gives another handle to the same node.
@@ -269,6 +292,7 @@ impl Node {
                 cancel,
                 backends: Mutex::new(backends),
                 tasks: Mutex::new(tasks),
+                tracker: TaskTracker::new(),
             }),
         })
     }
@@ -369,6 +393,7 @@ impl Node {
                             rtt: started.elapsed(),
                         });
                     }
+                    Some(Incoming::SendFailed { error, .. }) => return Err(PingError::Send(error)),
                     None => return Err(PingError::Shutdown),
                 }
             }
@@ -390,10 +415,104 @@ impl Node {
     pub async fn shutdown(&self, grace: Duration) -> Result<(), ShutdownError> {
         self.shared.cancel.cancel();
         let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let tracker = self.shared.tracker.clone();
+        tracker.close();
+        let drained = tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+            tracker.wait().await;
+        })
+        .await;
         tasks.abort_all();
         drained.map_err(|_| ShutdownError(grace))
+    }
+
+    /// Opens a stream to `node:service` with the insecure TLS of ConnType 1 services (the
+    /// `control` service, for example), waiting up to [`quic::DEFAULT_DIAL_TIMEOUT`].
+    ///
+    /// # Errors
+    /// See [`quic::DialError`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future abandons the dial and frees its ephemeral service.
+    pub async fn connect(
+        &self,
+        node: &str,
+        service: &str,
+    ) -> Result<crate::quic::Stream, crate::quic::DialError> {
+        crate::quic::dial(
+            self,
+            node,
+            service,
+            crate::quic::ClientTls::Insecure,
+            crate::quic::DEFAULT_DIAL_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Runs `task` in the node's tracker until it ends or the node stops. Returns `false` (and
+    /// drops the task) when called outside a Tokio runtime or after the node stopped.
+    pub(crate) fn spawn_tracked<F>(&self, task: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if self.shared.cancel.is_cancelled() {
+            return false;
+        }
+        let cancel = self.shared.cancel.clone();
+        self.shared.tracker.spawn_on(
+            async move {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => {}
+                    () = task => {}
+                }
+            },
+            &runtime,
+        );
+        true
+    }
+
+    /// Queues a datagram without waiting (the fast path of QUIC). Failures after queueing come
+    /// back to `from_service` as [`Incoming::SendFailed`].
+    pub(crate) fn try_send_data(
+        &self,
+        from_service: ServiceName,
+        to_node: &str,
+        to_service: ServiceName,
+        payload: Bytes,
+    ) -> Result<(), TrySendError> {
+        self.shared
+            .commands
+            .try_send(Command::Send {
+                from_service,
+                to_node: to_node.to_owned(),
+                to_service,
+                ttl: MAX_FORWARDING_HOPS,
+                payload,
+                reply: None,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => TrySendError::Full,
+                mpsc::error::TrySendError::Closed(_) => TrySendError::Shutdown,
+            })
+    }
+
+    /// Resolves once the node's inbox has room for another command (a hint: another sender
+    /// may take the slot first).
+    pub(crate) fn send_ready(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), TrySendError>> + Send + 'static {
+        let commands = self.shared.commands.clone();
+        async move {
+            commands
+                .reserve()
+                .await
+                .map(drop)
+                .map_err(|_| TrySendError::Shutdown)
+        }
     }
 
     pub(crate) async fn command(&self, command: Command) -> Result<(), SendError> {

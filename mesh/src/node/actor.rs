@@ -529,9 +529,14 @@ impl NodeActor {
 
     /// Firewall, then local delivery or forwarding (spec §3.5).
     fn route(&mut self, data: Data, from: &str, to: &str) -> Result<(), SendError> {
-        let from_service = data.from_service.to_string_lossy();
-        let to_service = data.to_service.to_string_lossy();
-        match self.firewall.evaluate(from, &from_service, to, &to_service) {
+        let action = if self.firewall.is_empty() {
+            Action::Accept // the common case: skip building the service strings
+        } else {
+            let from_service = data.from_service.to_string_lossy();
+            let to_service = data.to_service.to_string_lossy();
+            self.firewall.evaluate(from, &from_service, to, &to_service)
+        };
+        match action {
             Action::Accept => {}
             Action::Drop => return Ok(()),
             Action::Reject => {
@@ -677,8 +682,21 @@ impl NodeActor {
                 reply,
             } => {
                 let result = self.originate(from_service, &to_node, to_service, ttl, payload);
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
+                match (reply, result) {
+                    (Some(reply), result) => {
+                        let _ = reply.send(result);
+                    }
+                    (None, Ok(())) => {}
+                    (None, Err(error)) => {
+                        // Fire-and-forget senders (QUIC) learn of failures on their own queue.
+                        if let Some(local) = self.services.get(&from_service) {
+                            let _ = local.deliver.try_send(Incoming::SendFailed {
+                                to_node,
+                                to_service,
+                                error,
+                            });
+                        }
+                    }
                 }
             }
         }
