@@ -526,9 +526,7 @@ pub async fn dial(
         ClientTls::Insecure => (insecure::client_config()?, sni_name(node.id())),
         ClientTls::Custom(config) => (with_alpn_client(&config), sni_name(target_node)),
     };
-    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(
-        client_config,
-    )?));
+    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_config)?));
     client.transport_config(Arc::new(transport_config(true)));
 
     let conn: PacketConn = node

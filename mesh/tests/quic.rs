@@ -83,9 +83,12 @@ impl Line {
             nodes.push(node);
         }
         for pair in ids.windows(2) {
-            nodes[ids.iter().position(|i| *i == pair[1]).context("id")?].add_backend(
-                net.dialer(pair[1], pair[0], true, LinkConfig::default()),
-            );
+            nodes[ids.iter().position(|i| *i == pair[1]).context("id")?].add_backend(net.dialer(
+                pair[1],
+                pair[0],
+                true,
+                LinkConfig::default(),
+            ));
         }
         Self::converge(nodes, net).await
     }
@@ -189,20 +192,30 @@ async fn echo_three_hops_tcp() -> Result<()> {
     echo_across(&Line::tcp(&["a", "b", "c", "d"]).await?).await
 }
 
-/// A streaming 64-bit digest (FNV-1a folded over 8-byte words is enough to catch any loss,
-/// duplication or reordering in a test).
-#[derive(Default)]
+/// A streaming digest (HighwayHash-256: fast, and catches any loss, duplication or
+/// reordering).
 struct Digest {
-    state: u64,
+    hasher: highway::HighwayHasher,
     len: u64,
 }
 
 impl Digest {
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.state = (self.state ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    fn new() -> Self {
+        Self {
+            hasher: highway::HighwayHasher::new(highway::Key([1, 2, 3, 4])),
+            len: 0,
         }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        use highway::HighwayHash;
+        self.hasher.append(bytes);
         self.len += bytes.len() as u64;
+    }
+
+    fn finish(self) -> (u64, [u64; 4]) {
+        use highway::HighwayHash;
+        (self.len, self.hasher.finalize256())
     }
 }
 
@@ -212,10 +225,7 @@ async fn bulk_transfer(line: &Line, total: usize, limit: Duration) -> Result<()>
     let started = Instant::now();
     let server = async {
         let mut stream = listener.accept().await?;
-        let mut digest = Digest {
-            state: 0xcbf2_9ce4_8422_2325,
-            len: 0,
-        };
+        let mut digest = Digest::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = stream.read(&mut buf).await?;
@@ -225,14 +235,11 @@ async fn bulk_transfer(line: &Line, total: usize, limit: Duration) -> Result<()>
             digest.update(&buf[..n]);
         }
         stream.shutdown().await?;
-        Ok::<_, anyhow::Error>(digest)
+        Ok::<_, anyhow::Error>(digest.finish())
     };
     let client = async {
         let mut stream = line.first().connect(line.last().id(), "bulk").await?;
-        let mut digest = Digest {
-            state: 0xcbf2_9ce4_8422_2325,
-            len: 0,
-        };
+        let mut digest = Digest::new();
         let mut sent = 0;
         while sent < total {
             let n = chunk.len().min(total - sent);
@@ -243,14 +250,14 @@ async fn bulk_transfer(line: &Line, total: usize, limit: Duration) -> Result<()>
         stream.shutdown().await?;
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await?;
-        Ok::<_, anyhow::Error>(digest)
+        Ok::<_, anyhow::Error>(digest.finish())
     };
     let (received, sent) = timeout(limit, async { tokio::try_join!(server, client) })
         .await
         .context("bulk transfer timed out")??;
     let elapsed = started.elapsed();
-    assert_eq!(received.len, total as u64);
-    assert_eq!(received.state, sent.state, "payload differs");
+    assert_eq!(received.0, total as u64);
+    assert_eq!(received, sent, "payload differs");
     let rate = total as f64 / elapsed.as_secs_f64() / 1e6;
     eprintln!(
         "bulk: {} MB across {} hops in {elapsed:?}: {rate:.1} MB/s",
@@ -271,7 +278,12 @@ async fn hundred_megabytes_three_hops_tcp() -> Result<()> {
 async fn bulk_one_hop_tcp() -> Result<()> {
     init_tracing();
     let line = Line::tcp(&["a", "b"]).await?;
-    bulk_transfer(&line, 50_000_000, Duration::from_secs(300)).await
+    // QUIC_BULK_MB makes this a longer benchmark run.
+    let megabytes = std::env::var("QUIC_BULK_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .unwrap_or(50);
+    bulk_transfer(&line, megabytes * 1_000_000, Duration::from_secs(300)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -324,7 +336,11 @@ async fn dial_to_unknown_node_fails_fast() -> Result<()> {
         matches!(error, DialError::NoRoute(ref node) if node == "nosuch"),
         "{error:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -406,13 +422,15 @@ async fn writer_that_drops_right_after_writing_loses_nothing() -> Result<()> {
     let stream = timeout(WAIT, line.first().connect("c", "sink")).await??;
     let mut accepted = timeout(WAIT, listener.accept()).await??;
     let (_, got) = timeout(Duration::from_secs(60), async {
-        tokio::try_join!(
-            write_and_drop(stream, &data),
-            slow_read_all(&mut accepted)
-        )
+        tokio::try_join!(write_and_drop(stream, &data), slow_read_all(&mut accepted))
     })
     .await??;
-    assert!(got == data, "listener got {} of {} bytes", got.len(), data.len());
+    assert!(
+        got == data,
+        "listener got {} of {} bytes",
+        got.len(),
+        data.len()
+    );
     // Both sides done: the connection ends with a normal close (code 0) from one side.
     let connection = accepted.connection().clone();
     drop(accepted);
@@ -430,13 +448,15 @@ async fn writer_that_drops_right_after_writing_loses_nothing() -> Result<()> {
     let mut stream = timeout(WAIT, line.first().connect("c", "sink")).await??;
     let accepted = timeout(WAIT, listener.accept()).await??;
     let (_, got) = timeout(Duration::from_secs(60), async {
-        tokio::try_join!(
-            write_and_drop(accepted, &data),
-            slow_read_all(&mut stream)
-        )
+        tokio::try_join!(write_and_drop(accepted, &data), slow_read_all(&mut stream))
     })
     .await??;
-    assert!(got == data, "dialer got {} of {} bytes", got.len(), data.len());
+    assert!(
+        got == data,
+        "dialer got {} of {} bytes",
+        got.len(),
+        data.len()
+    );
     Ok(())
 }
 
@@ -552,16 +572,31 @@ async fn quic_packets_fit_go_limits_on_the_wire() -> Result<()> {
     assert_eq!(answer.len(), 2_000_000);
 
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    ensure!(seen.quic.len() > 100, "only {} QUIC packets seen", seen.quic.len());
+    ensure!(
+        seen.quic.len() > 100,
+        "only {} QUIC packets seen",
+        seen.quic.len()
+    );
     let (outbound, first) = &seen.quic[0];
     assert!(*outbound, "the dialer speaks first");
-    assert_eq!(first[0] & 0xf0, 0xc0, "the first packet is a long-header Initial");
+    assert_eq!(
+        first[0] & 0xf0,
+        0xc0,
+        "the first packet is a long-header Initial"
+    );
     assert_eq!(&first[1..5], &[0, 0, 0, 1], "QUIC v1");
-    assert!(first.len() >= 1200, "first Initial is {} bytes", first.len());
+    assert!(
+        first.len() >= 1200,
+        "first Initial is {} bytes",
+        first.len()
+    );
     let largest = seen.quic.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
     assert!(largest <= 1452, "a {largest}-byte QUIC packet was sent");
     let full = seen.quic.iter().filter(|(_, p)| p.len() == 1452).count();
-    assert!(full > 0, "path MTU discovery never reached 1452 (largest {largest})");
+    assert!(
+        full > 0,
+        "path MTU discovery never reached 1452 (largest {largest})"
+    );
     eprintln!(
         "wire: {} QUIC packets, largest {largest}, {full} of 1452 bytes, first Initial {}",
         seen.quic.len(),

@@ -170,8 +170,8 @@ mod tests {
             provider: provider(),
         };
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let other = rcgen::CertificateParams::new(vec!["example.com".to_owned()])?
-            .self_signed(&key)?;
+        let other =
+            rcgen::CertificateParams::new(vec!["example.com".to_owned()])?.self_signed(&key)?;
         let name = ServerName::try_from("netceptor").expect("valid name");
         let rejected = verifier.verify_server_cert(other.der(), &[], &name, &[], UnixTime::now());
         assert!(rejected.is_err());
@@ -209,7 +209,11 @@ mod tests {
             .filter(|(_, w)| *w == placeholder.as_bytes())
             .map(|(i, _)| i)
             .collect();
-        assert_eq!(at.len(), 1, "the placeholder appears once in the ClientHello");
+        assert_eq!(
+            at.len(),
+            1,
+            "the placeholder appears once in the ClientHello"
+        );
         hello[at[0]..at[0] + sni.len()].copy_from_slice(sni.as_bytes());
         let mut server = ServerConnection::new(Arc::new(server_config()?), Version::V1, params)?;
         match server.read_hs(&hello) {
@@ -224,10 +228,22 @@ mod tests {
     #[test]
     fn go_dialer_sni_that_is_not_a_dns_name_aborts_the_rustls_handshake()
     -> Result<(), Box<dyn std::error::Error>> {
-        for accepted in ["node_1", "node-a", "node1", "host.example", "Node_B.x", "1.2.3.4"] {
-            assert!(server_accepts_sni(accepted)?, "{accepted} should be accepted");
+        for accepted in [
+            "node_1",
+            "node-a",
+            "node1",
+            "host.example",
+            "Node_B.x",
+            "1.2.3.4",
+        ] {
+            assert!(
+                server_accepts_sni(accepted)?,
+                "{accepted} should be accepted"
+            );
         }
-        for refused in ["1234", "host.01", "0x1f", "node 1", "a:b", "-node", "node-", "n@de"] {
+        for refused in [
+            "1234", "host.01", "0x1f", "node 1", "a:b", "-node", "node-", "n@de",
+        ] {
             assert!(!server_accepts_sni(refused)?, "{refused} should be refused");
         }
         Ok(())

@@ -111,7 +111,10 @@ impl AddrTable {
                 last_used: now,
             },
         );
-        self.by_remote.entry(node).or_default().insert(service, addr);
+        self.by_remote
+            .entry(node)
+            .or_default()
+            .insert(service, addr);
         Some(addr)
     }
 
@@ -272,8 +275,7 @@ impl AsyncUdpSocket for MeshSocket {
                             tracing::debug!(len = payload.len(), "unusable QUIC datagram dropped");
                             continue;
                         }
-                        let Some(addr) = lock(&self.table).addr_of(&from_node, from_service)
-                        else {
+                        let Some(addr) = lock(&self.table).addr_of(&from_node, from_service) else {
                             tracing::debug!(%from_node, "too many QUIC peers, datagram dropped");
                             continue;
                         };
@@ -367,6 +369,10 @@ pub(super) struct MeshRuntime {
     pub(super) node: Node,
 }
 
+#[allow(
+    clippy::disallowed_types,
+    reason = "quinn's Runtime trait speaks std Instant; the values come from the Tokio clock"
+)]
 impl Runtime for MeshRuntime {
     fn new_timer(&self, at: std::time::Instant) -> Pin<Box<dyn AsyncTimer>> {
         Box::pin(tokio::time::sleep_until(at.into()))
@@ -426,10 +432,16 @@ mod tests {
         for i in 1..MAX_REMOTES {
             table.addr_of("n", svc(&format!("s{i}"))).expect("room");
         }
-        assert_eq!(table.addr_of("other", svc("x")), None, "full, nothing expired");
+        assert_eq!(
+            table.addr_of("other", svc("x")),
+            None,
+            "full, nothing expired"
+        );
         tokio::time::advance(REMOTE_EXPIRY + Duration::from_secs(1)).await;
         table.addr_of("n", svc("s1")).expect("still mapped"); // refreshes s1
-        let new = table.addr_of("other", svc("x")).expect("an expired entry was recycled");
+        let new = table
+            .addr_of("other", svc("x"))
+            .expect("an expired entry was recycled");
         assert_eq!(table.by_addr.len(), MAX_REMOTES);
         assert!(table.remote_of(&new).is_some());
     }
