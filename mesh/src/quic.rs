@@ -35,6 +35,7 @@ mod insecure;
 mod socket;
 mod stream;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,10 +46,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+pub use quinn;
+
 pub use self::insecure::InsecureTlsError;
 use self::socket::{MeshRuntime, MeshSocket, REPORT_QUEUE, Remote, Report};
 pub use self::stream::Stream;
-use self::stream::{Watch, fatal_report};
+use self::stream::{Watch, report_about};
 use crate::node::{Advertise, Node, SendError};
 use crate::packet_conn::PacketConn;
 use crate::{ServiceName, id::ServiceNameError};
@@ -287,6 +290,9 @@ impl Listener {
     /// # Errors
     /// The service name is taken, reserved or too long, the TLS setup failed, or the node
     /// stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped, the service is released again.
     pub async fn bind(
         node: &Node,
         service: &str,
@@ -312,10 +318,8 @@ impl Listener {
         });
         let conn = node.listen(Some(service), advertise).await?;
         let service = conn.local_service();
-        // Listener-side reports are not acted on yet (Go closes connections whose dialer
-        // service vanished); the queue just absorbs them.
-        let (reports, _ignored) = mpsc::channel(1);
-        let socket = Arc::new(MeshSocket::new(conn, reports));
+        let (reports_tx, reports) = mpsc::channel(REPORT_QUEUE);
+        let socket = Arc::new(MeshSocket::new(conn, reports_tx));
         let endpoint = Endpoint::new_with_abstract_socket(
             endpoint_config(),
             Some(server),
@@ -331,6 +335,7 @@ impl Listener {
             socket,
             check_client,
             ready,
+            reports,
         ));
         Ok(Self {
             service,
@@ -369,19 +374,56 @@ impl Drop for Listener {
     }
 }
 
+/// Per-connection report queues of a listener, by the dialer's (node, service).
+type Watchers = Arc<std::sync::Mutex<HashMap<(Arc<str>, ServiceName), mpsc::Sender<Report>>>>;
+
+fn lock_watchers(
+    watchers: &Watchers,
+) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, ServiceName), mpsc::Sender<Report>>> {
+    watchers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Hands a report about traffic to a dialer to that connection's supervisor, which closes the
+/// connection if the dialer's service is gone (Go does the same).
+fn route_report(watchers: &Watchers, report: Report) {
+    let (node, service) = match &report {
+        Report::Unreachable(u) => match ServiceName::try_from(u.to_service.as_str()) {
+            Ok(service) => (u.to_node.as_str(), service),
+            Err(_) => return,
+        },
+        Report::SendFailed {
+            to_node,
+            to_service,
+            ..
+        } => (to_node.as_str(), *to_service),
+    };
+    let key: (Arc<str>, ServiceName) = (Arc::from(node), service);
+    if let Some(watcher) = lock_watchers(watchers).get(&key) {
+        let _ = watcher.try_send(report);
+    }
+}
+
 async fn accept_loop(
     node: Node,
     endpoint: Endpoint,
     socket: Arc<MeshSocket>,
     check_client: Option<ClientCheck>,
     ready: mpsc::Sender<Stream>,
+    mut reports: mpsc::Receiver<Report>,
 ) {
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
+    let watchers: Watchers = Arc::default();
     let mut handshakes = JoinSet::new();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+            Some(report) = reports.recv() => {
+                route_report(&watchers, report);
+                continue;
+            }
         };
         let Some(incoming) = incoming else {
             return; // the endpoint closed
@@ -395,8 +437,11 @@ async fn accept_loop(
         let socket = Arc::clone(&socket);
         let check_client = check_client.clone();
         let ready = ready.clone();
+        let watchers = Arc::clone(&watchers);
         handshakes.spawn(async move {
-            if let Some(stream) = accept_one(&node, incoming, &socket, check_client).await {
+            if let Some(stream) =
+                accept_one(&node, incoming, &socket, check_client, &watchers).await
+            {
                 // Waits for `accept` (bounded by the queue); a dropped listener drops it.
                 let _ = ready.send(stream).await;
             }
@@ -411,6 +456,7 @@ async fn accept_one(
     incoming: quinn::Incoming,
     socket: &MeshSocket,
     check_client: Option<ClientCheck>,
+    watchers: &Watchers,
 ) -> Option<Stream> {
     let remote_addr = incoming.remote_address();
     let Some(remote) = socket.remote_of(&remote_addr) else {
@@ -474,15 +520,23 @@ async fn accept_one(
             return None;
         }
     };
+    let (watch_tx, watch_rx) = mpsc::channel(1);
+    {
+        let mut watchers = lock_watchers(watchers);
+        if watchers.len() >= socket::MAX_REMOTES {
+            watchers.retain(|_, watcher| !watcher.is_closed());
+        }
+        watchers.insert((Arc::clone(&remote.node), remote.service), watch_tx);
+    }
     Some(Stream::start(
         node,
         connection,
         send,
         recv,
-        remote,
+        remote.clone(),
         socket.service(),
         Watch {
-            reports: None,
+            reports: Some((watch_rx, remote)),
             endpoint: None,
         },
     ))
@@ -558,7 +612,8 @@ pub async fn dial(
     };
     let watch = async {
         while let Some(report) = reports.recv().await {
-            if fatal_report(&report, &target).is_some() {
+            // While dialing, any report about the target ends the dial at once.
+            if report_about(&report, &target).is_some() {
                 return dial_error(report, &target);
             }
         }

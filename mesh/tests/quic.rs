@@ -604,3 +604,46 @@ async fn quic_packets_fit_go_limits_on_the_wire() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn accepted_stream_closes_when_the_dialer_service_disappears() -> Result<()> {
+    init_tracing();
+    let net = MemoryNetwork::new();
+    let start = |epoch: u64| -> Result<Node> {
+        let mut config = NodeConfig::new("a");
+        config.epoch = Some(epoch);
+        let a = Node::spawn(config)?;
+        a.add_backend(net.dialer("a", "b", true, LinkConfig::default()));
+        Ok(a)
+    };
+    let b = Node::spawn(NodeConfig::new("b"))?;
+    b.add_backend(net.listener("b", LinkConfig::default()));
+    let a = start(1 << 40)?;
+    let line = Line::converge(vec![a, b.clone()], net.clone()).await?;
+    let listener = Listener::bind(&b, "echo", None, ServerTls::Insecure).await?;
+    let dialed = timeout(WAIT, line.first().connect("b", "echo")).await??;
+    let mut accepted = timeout(WAIT, listener.accept()).await??;
+
+    // The dialing node restarts: its ephemeral service is gone, so b's next packets are
+    // answered with `service unknown`.
+    std::mem::forget(dialed); // as if the process died: no close reaches b
+    line.first().shutdown(Duration::from_secs(5)).await?;
+    let _a = start((1 << 40) + (1 << 24))?;
+    wait_until("b to route to the new a", || async {
+        b.status().await.is_ok_and(|s| s.routes.contains_key("a"))
+    })
+    .await?;
+    let started = Instant::now();
+    accepted.write_all(b"anyone there?").await?;
+    let closed = timeout(WAIT, accepted.connection().closed()).await?;
+    assert!(
+        matches!(closed, quinn::ConnectionError::LocallyClosed),
+        "{closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?} (the idle timeout is 30 s)",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -49,7 +49,7 @@ impl fmt::Debug for Stream {
 
 /// What the supervisor watches besides the connection itself.
 pub(super) struct Watch {
-    /// Reports from the dialer's socket, and the (node, service) that was dialed.
+    /// Reports about traffic to the remote (node, service) of this connection.
     pub(super) reports: Option<(mpsc::Receiver<Report>, Remote)>,
     /// The dialer's own endpoint, kept until the connection is done.
     pub(super) endpoint: Option<Endpoint>,
@@ -181,7 +181,7 @@ async fn supervise(
         _ = connection.closed() => return,
         halves = halves => halves,
         reason = watch_reports(watch.reports.take()) => {
-            // The dialed service is gone (e.g. its node restarted): fail fast, as Go does.
+            // The remote service is gone (e.g. its node restarted): fail fast, as Go does.
             connection.close(VarInt::from_u32(ERROR_LISTENER), reason.as_bytes());
             return;
         }
@@ -210,15 +210,19 @@ async fn watch_reports(reports: Option<(mpsc::Receiver<Report>, Remote)>) -> Str
         return std::future::pending().await;
     };
     while let Some(report) = reports.recv().await {
-        if let Some(reason) = fatal_report(&report, &target) {
+        if let Some(reason) = report_about(&report, &target)
+            && reason == crate::wire::PROBLEM_SERVICE_UNKNOWN
+        {
+            // Only this is final: no route, expiry or a firewall can be transient (a link
+            // flapping, a route changing), and QUIC recovers from lost packets by itself.
             return reason;
         }
     }
     std::future::pending().await
 }
 
-/// A report that means the dialed `(node, service)` cannot be reached, as text.
-pub(super) fn fatal_report(report: &Report, target: &Remote) -> Option<String> {
+/// The problem text of a report about traffic to `target`.
+pub(super) fn report_about(report: &Report, target: &Remote) -> Option<String> {
     match report {
         Report::Unreachable(u)
             if u.to_node == *target.node && u.to_service == target.service.to_string_lossy() =>
