@@ -427,10 +427,10 @@ impl Node {
     }
 
     /// Opens a stream to `node:service` with the insecure TLS of ConnType 1 services (the
-    /// `control` service, for example), waiting up to [`quic::DEFAULT_DIAL_TIMEOUT`].
+    /// `control` service, for example), waiting up to [`crate::quic::DEFAULT_DIAL_TIMEOUT`].
     ///
     /// # Errors
-    /// See [`quic::DialError`].
+    /// See [`crate::quic::DialError`].
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future abandons the dial and frees its ephemeral service.
