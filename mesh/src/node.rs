@@ -205,7 +205,7 @@ pub(crate) enum Command {
     /// reported to the sending service as [`Incoming::SendFailed`] instead.
     Send {
         from_service: ServiceName,
-        to_node: String,
+        to_node: Arc<str>,
         to_service: ServiceName,
         ttl: u8,
         payload: Bytes,
@@ -480,7 +480,7 @@ impl Node {
     pub(crate) fn try_send_data(
         &self,
         from_service: ServiceName,
-        to_node: &str,
+        to_node: Arc<str>,
         to_service: ServiceName,
         payload: Bytes,
     ) -> Result<(), TrySendError> {
@@ -488,7 +488,7 @@ impl Node {
             .commands
             .try_send(Command::Send {
                 from_service,
-                to_node: to_node.to_owned(),
+                to_node,
                 to_service,
                 ttl: MAX_FORWARDING_HOPS,
                 payload,

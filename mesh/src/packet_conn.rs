@@ -117,7 +117,7 @@ impl PacketConn {
         self.node
             .command(Command::Send {
                 from_service: self.service,
-                to_node: node.to_owned(),
+                to_node: node.into(),
                 to_service,
                 ttl,
                 payload,
@@ -143,7 +143,7 @@ impl PacketConn {
     ) -> Result<(), TrySendError> {
         let to_service = ServiceName::try_from(service)?;
         self.node
-            .try_send_data(self.service, node, to_service, payload)
+            .try_send_data(self.service, node.into(), to_service, payload)
     }
 
     /// Resolves when [`try_send_to`](Self::try_send_to) is likely to find room. The future

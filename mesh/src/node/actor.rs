@@ -5,6 +5,7 @@
 //! dropped when a queue is full (datagram semantics), so one slow peer cannot stall the mesh.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,7 +84,9 @@ pub(super) struct NodeActor {
     firewall: Firewall,
     routing: RoutingTable,
     adverts: Advertisements,
-    names: HashMap<u64, String>,
+    names: HashMap<u64, Arc<str>>,
+    /// `id` again, shared cheaply with per-message code.
+    shared_id: Arc<str>,
     services: HashMap<ServiceName, LocalService>,
     peers: HashMap<SessionId, Peer>,
     /// Remote node ID -> its (one) established session.
@@ -121,7 +124,8 @@ impl NodeActor {
         let id_hash = wire::node_hash(&config.id);
         let now = Instant::now();
         let mut names = HashMap::new();
-        names.insert(id_hash, config.id.clone());
+        let shared_id: Arc<str> = Arc::from(config.id.as_str());
+        names.insert(id_hash, Arc::clone(&shared_id));
         Self {
             routing: RoutingTable::new(config.id.clone(), epoch),
             id: config.id,
@@ -130,6 +134,7 @@ impl NodeActor {
             firewall: config.firewall,
             adverts: Advertisements::new(),
             names,
+            shared_id,
             services: HashMap::new(),
             peers: HashMap::new(),
             connections: BTreeMap::new(),
@@ -522,13 +527,15 @@ impl NodeActor {
     }
 
     fn learn_name(&mut self, name: &str) {
+        self.learn_hashed_name(wire::node_hash(name), name);
+    }
+
+    fn learn_hashed_name(&mut self, hash: u64, name: &str) {
         if self.names.len() >= MAX_NAMES {
             return;
         }
         // The first name for a hash wins (spec §3.2).
-        self.names
-            .entry(wire::node_hash(name))
-            .or_insert_with(|| name.to_owned());
+        self.names.entry(hash).or_insert_with(|| Arc::from(name));
     }
 
     // === data ===
@@ -545,7 +552,7 @@ impl NodeActor {
             );
             return;
         };
-        let (from, to) = (from.clone(), to.clone());
+        let (from, to) = (Arc::clone(from), Arc::clone(to));
         // Errors only matter to a local sender; this message came from the mesh.
         let _ = self.route(data, &from, &to);
     }
@@ -705,6 +712,7 @@ impl NodeActor {
                 reply,
             } => {
                 let result = self.originate(from_service, &to_node, to_service, ttl, payload);
+                let to_node = to_node.to_string();
                 match (reply, result) {
                     (Some(reply), result) => {
                         let _ = reply.send(result);
@@ -733,22 +741,28 @@ impl NodeActor {
         ttl: u8,
         payload: Bytes,
     ) -> Result<(), SendError> {
+        let own_id = Arc::clone(&self.shared_id);
         let to = if to_node.eq_ignore_ascii_case("localhost") {
-            self.id.clone()
+            &*own_id
         } else {
-            to_node.to_owned()
+            to_node
         };
-        self.learn_name(&to);
+        let to_hash = wire::node_hash(to);
+        self.learn_hashed_name(to_hash, to);
+        // The table's copy of the name (the first name for a hash wins, spec §3.2).
+        let to: Arc<str> = match self.names.get(&to_hash) {
+            Some(known) if **known == *to => Arc::clone(known),
+            _ => Arc::from(to),
+        };
         let data = Data {
             ttl,
             from_node: self.id_hash,
-            to_node: wire::node_hash(&to),
+            to_node: to_hash,
             from_service,
             to_service,
             payload,
         };
-        let id = self.id.clone();
-        self.route(data, &id, &to)
+        self.route(data, &own_id, &to)
     }
 
     fn listen(

@@ -227,7 +227,7 @@ impl AsyncUdpSocket for MeshSocket {
         let payload = Bytes::copy_from_slice(transmit.contents);
         match self
             .node
-            .try_send_data(self.service, &remote.node, remote.service, payload)
+            .try_send_data(self.service, remote.node, remote.service, payload)
         {
             Ok(()) => Ok(()),
             Err(TrySendError::Full) => Err(io::ErrorKind::WouldBlock.into()),
