@@ -375,11 +375,10 @@ impl Drop for Listener {
 }
 
 /// Per-connection report queues of a listener, by the dialer's (node, service).
-type Watchers = Arc<std::sync::Mutex<HashMap<(Arc<str>, ServiceName), mpsc::Sender<Report>>>>;
+type WatcherMap = HashMap<(Arc<str>, ServiceName), mpsc::Sender<Report>>;
+type Watchers = Arc<std::sync::Mutex<WatcherMap>>;
 
-fn lock_watchers(
-    watchers: &Watchers,
-) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, ServiceName), mpsc::Sender<Report>>> {
+fn lock_watchers(watchers: &Watchers) -> std::sync::MutexGuard<'_, WatcherMap> {
     watchers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
