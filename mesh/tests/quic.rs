@@ -647,3 +647,18 @@ async fn accepted_stream_closes_when_the_dialer_service_disappears() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn node_shutdown_ends_accept() -> Result<()> {
+    init_tracing();
+    let line = Line::memory(&["a", "b"]).await?;
+    let listener = Listener::bind(line.last(), "echo", None, ServerTls::Insecure).await?;
+    let _dialed = timeout(WAIT, line.first().connect("b", "echo")).await??;
+    let _accepted = timeout(WAIT, listener.accept()).await??;
+    timeout(WAIT, line.last().shutdown(Duration::from_secs(5))).await??;
+    let error = timeout(WAIT, listener.accept())
+        .await?
+        .expect_err("the node stopped");
+    assert_eq!(error, quic::AcceptError::Closed);
+    Ok(())
+}
