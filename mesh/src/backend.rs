@@ -25,6 +25,10 @@ pub mod tcp;
 
 /// Messages queued towards one peer before the node starts dropping (datagram semantics).
 pub const SESSION_QUEUE: usize = 256;
+/// Most messages written before a flush.
+const WRITE_BATCH: usize = 64;
+/// Bytes buffered for writing before the codec flushes on its own.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// Most sessions one listener serves at once.
 pub const MAX_SESSIONS_PER_LISTENER: usize = 1024;
 /// First redial delay after a failed dial or a lost session (spec §1.6).
@@ -187,7 +191,10 @@ where
         info,
     };
     let pump = async move {
-        let (mut sink, mut stream) = Framed::new(stream, framing_codec()).split();
+        let mut framed = Framed::new(stream, framing_codec());
+        // Let a batch of QUIC-sized packets build up before the codec forces a write.
+        framed.set_backpressure_boundary(WRITE_BUFFER);
+        let (mut sink, mut stream) = framed.split();
         let reader = async {
             loop {
                 match stream.next().await {
@@ -213,12 +220,24 @@ where
             }
         };
         let writer = async {
-            while let Some(message) = out_rx.recv().await {
-                if message.is_empty() || message.len() > crate::wire::MAX_FRAMED_LEN {
-                    tracing::warn!(%kind, %remote, len = message.len(), "refusing to send a message that cannot be framed");
-                    continue;
+            // Batch: queue everything already waiting, then flush once, so a burst of small
+            // messages costs one write call instead of one per message.
+            while let Some(first) = out_rx.recv().await {
+                let mut next = Some(first);
+                let mut batched = 0usize;
+                while let Some(message) = next.take() {
+                    if message.is_empty() || message.len() > crate::wire::MAX_FRAMED_LEN {
+                        tracing::warn!(%kind, %remote, len = message.len(), "refusing to send a message that cannot be framed");
+                    } else if let Err(error) = sink.feed(message).await {
+                        tracing::debug!(%kind, %remote, %error, "session write failed");
+                        return;
+                    }
+                    batched += 1;
+                    if batched < WRITE_BATCH {
+                        next = out_rx.try_recv().ok();
+                    }
                 }
-                if let Err(error) = sink.send(message).await {
+                if let Err(error) = sink.flush().await {
                     tracing::debug!(%kind, %remote, %error, "session write failed");
                     return;
                 }
