@@ -79,6 +79,7 @@ fn route(status: &serde_json::Value, dest: &str) -> Option<String> {
 
 #[tokio::test]
 async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
+    crate::harness::receptorctl_bin()?;
     let mesh = ThreeNodes::start().await?;
     let socket_a = mesh.socket("node-a");
     let converged = wait_for(
