@@ -4,9 +4,13 @@
 //! one peer. It never sees routing; the node runs the netceptor protocol over every session
 //! (libp2p's `Transport` vs `NetworkBehaviour` split). One file per transport:
 //! - [`tcp`]: `tcp-listener` / `tcp-peer`, u16-LE length framing (spec/wire.md §1.2).
+//! - [`udp`]: `udp-listener` / `udp-peer`, one message per datagram (spec/wire.md §1.3).
+//! - [`websocket`]: `ws-listener` / `ws-peer`, one message per WebSocket message, optionally
+//!   over TLS (spec/wire.md §1.4).
 //! - [`memory`]: in-process links for tests and embedding, with the same framing.
 //!
-//! Stream transports share [`spawn_framed`], which pumps a byte stream into a session.
+//! Length-framed stream transports share [`spawn_framed`], which pumps a byte stream into a
+//! session.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub mod memory;
 pub mod tcp;
+pub mod udp;
+pub mod websocket;
 
 /// Messages queued towards one peer before the node starts dropping (datagram semantics).
 pub const SESSION_QUEUE: usize = 256;
