@@ -271,10 +271,12 @@ type Check = (&'static str, fn(&Config) -> bool);
 const UNSUPPORTED: &[Check] = &[
     ("tls-server", |c| !c.tls_servers.is_empty()),
     ("tls-client", |c| !c.tls_clients.is_empty()),
-    ("udp-listener", |c| !c.udp_listeners.is_empty()),
-    ("udp-peer", |c| !c.udp_peers.is_empty()),
-    ("ws-listener", |c| !c.ws_listeners.is_empty()),
-    ("ws-peer", |c| !c.ws_peers.is_empty()),
+    ("ws-listener tls", |c| {
+        c.ws_listeners.iter().any(|l| l.tls.is_some())
+    }),
+    ("ws-peer tls", |c| {
+        c.ws_peers.iter().any(|p| p.tls.is_some())
+    }),
     ("control-service tcplisten", |c| {
         c.control_services.iter().any(|s| s.tcp_listen.is_some())
     }),

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use receptor_mesh::backend::{LinkConfig, tcp};
+use receptor_mesh::backend::{LinkConfig, tcp, udp, websocket};
 use receptor_mesh::firewall::Firewall;
 use receptor_mesh::node::Advertise;
 use receptor_mesh::{Node, NodeConfig};
@@ -37,6 +37,15 @@ pub enum SpawnError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A ws-peer's address or header is unusable.
+    #[error("invalid ws-peer {address}")]
+    WsPeer {
+        /// The configured URL.
+        address: String,
+        /// Why.
+        #[source]
+        source: websocket::ConfigError,
     },
     /// A control socket could not be opened.
     #[error("cannot open control service")]
@@ -119,6 +128,52 @@ impl Daemon {
             tracing::info!(addr = %bound.local_addr(), "tcp listener bound");
             tcp_listeners.push(bound.local_addr());
             node.add_backend(bound);
+        }
+        for listener in &config.udp_listeners {
+            let addr = join_host_port(&listener.bind_addr, listener.port);
+            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+            let bound =
+                udp::Listener::bind(&addr, link)
+                    .await
+                    .map_err(|source| SpawnError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+            tracing::info!(addr = %bound.local_addr(), "udp listener bound");
+            node.add_backend(bound);
+        }
+        for listener in &config.ws_listeners {
+            let addr = join_host_port(&listener.bind_addr, listener.port);
+            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+            let bound = websocket::Listener::bind(&addr, &listener.path, link, None)
+                .await
+                .map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            tracing::info!(addr = %bound.local_addr(), path = %listener.path, "ws listener bound");
+            node.add_backend(bound);
+        }
+        for peer in &config.udp_peers {
+            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+            tracing::info!(address = %peer.address, "udp peer configured");
+            node.add_backend(udp::Dialer::new(peer.address.clone(), peer.redial, link));
+        }
+        for peer in &config.ws_peers {
+            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+            let dialer = websocket::Dialer::new(
+                &peer.address,
+                peer.extra_header.clone(),
+                peer.redial,
+                link,
+                None,
+            )
+            .map_err(|source| SpawnError::WsPeer {
+                address: peer.address.clone(),
+                source,
+            })?;
+            tracing::info!(address = %peer.address, "ws peer configured");
+            node.add_backend(dialer);
         }
         for peer in &config.tcp_peers {
             let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
