@@ -102,6 +102,18 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Identity {
+    /// Checks that the key is usable and belongs to the leaf certificate.
+    ///
+    /// # Errors
+    /// [`TlsConfigError::Identity`].
+    pub fn check(&self) -> Result<(), TlsConfigError> {
+        rustls::sign::CertifiedKey::from_der(self.chain.clone(), self.key.clone_key(), &provider())
+            .map(drop)
+            .map_err(TlsConfigError::Identity)
+    }
+}
+
 impl Clone for Identity {
     fn clone(&self) -> Self {
         Self {

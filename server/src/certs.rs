@@ -298,7 +298,7 @@ fn dn_from_x509(name: &X509Name<'_>) -> Result<DistinguishedName, CertError> {
 /// An RSA key that signs with SHA256-RSA (PKCS#1 v1.5): through ring when ring accepts the key
 /// size (2048–4096 bits), otherwise with the `rsa` crate.
 enum Signer {
-    Ring(KeyPair),
+    Ring(Box<KeyPair>),
     Rsa {
         key: Box<rsa::PrivateKey>,
         public_pkcs1: Vec<u8>,
@@ -312,7 +312,7 @@ impl Signer {
             .map_err(|e| CertError::KeyEncoding(e.to_string()))?;
         let der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes());
         if let Ok(pair) = KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_RSA_SHA256) {
-            return Ok(Self::Ring(pair));
+            return Ok(Self::Ring(Box::new(pair)));
         }
         let public_pkcs1 = key
             .to_public_key()

@@ -14,3 +14,4 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ops;
+pub mod tls;
