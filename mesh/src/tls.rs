@@ -125,6 +125,7 @@ impl Clone for Identity {
 
 /// Which client certificates a server asks for (Go's `ClientAuth` of a `tls-server`).
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum ClientAuth {
     /// None are requested (neither `requireclientcert` nor `clientcas`).
     #[default]

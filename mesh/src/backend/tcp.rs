@@ -134,8 +134,8 @@ impl Listener {
                     Ok(Ok(tls)) => {
                         tracing::debug!(%addr, %peer, "tls handshake complete");
                         let stream = SessionStream::new(tls, peer.to_string());
-                        // A closed session inbox means the node is gone; the accept loop
-                        // finds out on its own.
+                        // A closed session inbox means the node is gone, and a stopping
+                        // node cancels its backends, which ends the accept loop.
                         let _ = deliver(stream, info, &sessions, cancel).await;
                     }
                     Ok(Err(error)) => {
@@ -169,12 +169,6 @@ where
     Ok(())
 }
 
-/// Why one dial attempt failed.
-enum DialFailure {
-    Connect(std::io::Error),
-    Handshake(std::io::Error),
-}
-
 impl Backend for Listener {
     fn run(self: Box<Self>, sessions: SessionSink, cancel: CancellationToken) -> BackendFuture {
         Box::pin(self.serve(sessions, cancel))
@@ -185,6 +179,12 @@ impl Backend for Listener {
 enum Connected {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Why one dial attempt failed.
+enum DialFailure {
+    Connect(std::io::Error),
+    Handshake(std::io::Error),
 }
 
 /// A `tcp-peer`: dials `address` and redials with backoff while `redial` is set.

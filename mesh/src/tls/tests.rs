@@ -358,3 +358,312 @@ fn alerts_and_missing_certificates_are_described() {
         io::ErrorKind::ConnectionReset
     )));
 }
+
+// === handshakes over an in-memory stream, with certificates made here (ECDSA P-256) ===
+
+mod handshakes {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        OtherNameValue, SanType,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    struct Pki {
+        ca_der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Pki {
+        fn new() -> Self {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca = params.self_signed(&key).expect("ca");
+            Self {
+                ca_der: ca.der().clone(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        fn roots(&self) -> Arc<RootCertStore> {
+            let mut store = RootCertStore::empty();
+            store.add(self.ca_der.clone()).expect("anchor");
+            Arc::new(store)
+        }
+
+        fn leaf(&self, node: &str) -> Identity {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+            params.subject_alt_names.push(SanType::OtherName((
+                vec![1, 3, 6, 1, 4, 1, 2312, 19, 1],
+                OtherNameValue::Utf8String(node.to_owned()),
+            )));
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ];
+            let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+            assert_eq!(receptor_names(cert.der()), [node]);
+            Identity {
+                chain: vec![cert.der().clone()],
+                key: PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+            }
+        }
+    }
+
+    fn server(pki: &Pki, node: &str) -> ServerSettings {
+        ServerSettings {
+            identity: pki.leaf(node),
+            client_auth: ClientAuth::Required(pki.roots()),
+            pinned_client_certs: Pins::default(),
+            min_tls13: false,
+        }
+    }
+
+    fn client(pki: &Pki, node: &str) -> ClientSettings {
+        ClientSettings {
+            identity: Some(pki.leaf(node)),
+            roots: pki.roots(),
+            insecure_skip_verify: false,
+            pinned_server_certs: Pins::default(),
+            min_tls13: false,
+        }
+    }
+
+    type Handshake = (
+        io::Result<tokio_rustls::client::TlsStream<DuplexStream>>,
+        io::Result<tokio_rustls::server::TlsStream<DuplexStream>>,
+    );
+
+    async fn handshake(client: ClientConfig, server: ServerConfig, name: &str) -> Handshake {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let connector = TlsConnector::from(Arc::new(client));
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let name = ServerName::try_from(name.to_owned()).expect("name");
+        tokio::join!(connector.connect(name, near), acceptor.accept(far))
+    }
+
+    /// The error a TLS 1.3 server reports after the client finished (the client only learns of
+    /// it on its first read).
+    async fn server_refusal(handshake: Handshake) -> String {
+        let (client, server) = handshake;
+        let error = server.expect_err("server must refuse");
+        if let Ok(mut client) = client {
+            let mut buf = [0u8; 1];
+            let read = client.read(&mut buf).await;
+            assert!(read.is_err(), "client sees the alert: {read:?}");
+        }
+        describe_io(&error)
+    }
+
+    #[tokio::test]
+    async fn receptor_mode_names_the_node_on_both_sides() {
+        let pki = Pki::new();
+        let server_settings = server(&pki, "node-a");
+        let client_settings = client(&pki, "node-b");
+
+        let (client_tls, server_tls) = handshake(
+            receptor_client_config(&client_settings, "node-a").expect("client"),
+            receptor_server_config(&server_settings, "node-b").expect("server"),
+            "netceptor",
+        )
+        .await;
+        let mut client_tls = client_tls.expect("client handshake");
+        let mut server_tls = server_tls.expect("server handshake");
+        assert_eq!(client_tls.get_ref().1.alpn_protocol(), Some(ALPN_NETCEPTOR));
+        assert_eq!(
+            client_tls.get_ref().1.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        client_tls.write_all(b"\0hello").await.expect("write");
+        client_tls.flush().await.expect("flush");
+        let mut buf = [0u8; 6];
+        server_tls.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"\0hello");
+
+        // The dialer wants node-c: node-a's certificate is refused by the client.
+        let (client_tls, _server) = handshake(
+            receptor_client_config(&client_settings, "node-c").expect("client"),
+            receptor_server_config(&server_settings, "node-b").expect("server"),
+            "netceptor",
+        )
+        .await;
+        let error = client_tls.expect_err("wrong server node");
+        assert!(
+            describe_io(&error).contains("valid for Receptor node ID node-a, not node-c"),
+            "{}",
+            describe_io(&error)
+        );
+
+        // The listener expects the dialer to be node-c, but node-b's certificate came.
+        let refusal = server_refusal(
+            handshake(
+                receptor_client_config(&client_settings, "node-a").expect("client"),
+                receptor_server_config(&server_settings, "node-c").expect("server"),
+                "netceptor",
+            )
+            .await,
+        )
+        .await;
+        assert!(
+            refusal.contains("valid for Receptor node ID node-b, not node-c"),
+            "{refusal}"
+        );
+
+        // Backend mode (b) does not care about node IDs, and mode (a) checks the DNS name.
+        let (client_tls, server_tls) = handshake(
+            client_config(&client_settings).expect("client"),
+            server_config(&server_settings).expect("server"),
+            "localhost",
+        )
+        .await;
+        client_tls.expect("mode a client");
+        server_tls.expect("mode b server");
+        assert_eq!(
+            (handshake(
+                client_config(&client_settings).expect("client"),
+                server_config(&server_settings).expect("server"),
+                "elsewhere.example",
+            )
+            .await)
+                .0
+                .map(drop)
+                .map_err(|e| describe_io(&e).contains("not valid for name")),
+            Err(true)
+        );
+    }
+
+    #[tokio::test]
+    async fn pins_and_missing_client_certificates_over_a_handshake() {
+        let pki = Pki::new();
+        let mut server_settings = server(&pki, "node-a");
+        let client_settings = client(&pki, "node-b");
+
+        // A server pin on some other certificate.
+        let pinned = ClientSettings {
+            pinned_server_certs: Pins::new(vec![vec![7; 32]]).expect("pin"),
+            ..client_settings.clone()
+        };
+        let (client_tls, _) = handshake(
+            client_config(&pinned).expect("client"),
+            server_config(&server_settings).expect("server"),
+            "localhost",
+        )
+        .await;
+        let error = client_tls.expect_err("pin mismatch");
+        assert!(
+            describe_io(&error).contains("pinned fingerprint"),
+            "{}",
+            describe_io(&error)
+        );
+
+        // The right pin, and insecure mode ignoring a wrong one.
+        let leaf = server_settings.identity.chain[0].clone();
+        let pinned = ClientSettings {
+            pinned_server_certs: Pins::new(vec![fingerprint(&leaf, 64).expect("sha512")])
+                .expect("pin"),
+            ..client_settings.clone()
+        };
+        let (client_tls, _) = handshake(
+            client_config(&pinned).expect("client"),
+            server_config(&server_settings).expect("server"),
+            "localhost",
+        )
+        .await;
+        client_tls.expect("pinned server");
+        let insecure = ClientSettings {
+            roots: Arc::new(RootCertStore::empty()),
+            insecure_skip_verify: true,
+            pinned_server_certs: Pins::new(vec![vec![7; 32]]).expect("pin"),
+            ..client_settings.clone()
+        };
+        let (client_tls, _) = handshake(
+            client_config(&insecure).expect("client"),
+            server_config(&server_settings).expect("server"),
+            "anything.example",
+        )
+        .await;
+        client_tls.expect("insecure accepts anything");
+
+        // A client pin the client does not match.
+        server_settings.pinned_client_certs = Pins::new(vec![vec![7; 48]]).expect("pin");
+        let refusal = server_refusal(
+            handshake(
+                client_config(&client_settings).expect("client"),
+                server_config(&server_settings).expect("server"),
+                "localhost",
+            )
+            .await,
+        )
+        .await;
+        assert!(refusal.contains("pinned fingerprint"), "{refusal}");
+
+        // clientcas alone (IfGiven) still refuses a client without a certificate, as Go does.
+        server_settings.pinned_client_certs = Pins::default();
+        server_settings.client_auth = ClientAuth::IfGiven(pki.roots());
+        let anonymous = ClientSettings {
+            identity: None,
+            ..client_settings.clone()
+        };
+        let refusal = server_refusal(
+            handshake(
+                client_config(&anonymous).expect("client"),
+                server_config(&server_settings).expect("server"),
+                "localhost",
+            )
+            .await,
+        )
+        .await;
+        assert!(refusal.contains("no certificate"), "{refusal}");
+
+        // No client authentication at all.
+        server_settings.client_auth = ClientAuth::None;
+        let (client_tls, server_tls) = handshake(
+            client_config(&anonymous).expect("client"),
+            server_config(&server_settings).expect("server"),
+            "localhost",
+        )
+        .await;
+        client_tls.expect("client");
+        server_tls.expect("server");
+    }
+
+    #[tokio::test]
+    async fn a_peer_vanishing_without_close_notify_is_an_end_of_stream() {
+        let pki = Pki::new();
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let connector =
+            TlsConnector::from(Arc::new(client_config(&client(&pki, "b")).expect("client")));
+        let acceptor =
+            TlsAcceptor::from(Arc::new(server_config(&server(&pki, "a")).expect("server")));
+        let name = ServerName::try_from("localhost").expect("name");
+        let (client_tls, server_tls) =
+            tokio::join!(connector.connect(name, near), acceptor.accept(far));
+        let mut client_tls = client_tls.expect("client");
+        client_tls.write_all(b"x").await.expect("write");
+        client_tls.flush().await.expect("flush");
+        // Drop the transport without sending close_notify.
+        drop(client_tls.into_inner().0);
+
+        let mut plain = server_tls.expect("server");
+        let mut buf = Vec::new();
+        let error = plain.read_to_end(&mut buf).await.expect_err("raw rustls");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+
+        // Again through SessionStream: the same loss reads as a clean end.
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let name = ServerName::try_from("localhost").expect("name");
+        let (client_tls, server_tls) =
+            tokio::join!(connector.connect(name, near), acceptor.accept(far));
+        let mut client_tls = client_tls.expect("client");
+        client_tls.write_all(b"x").await.expect("write");
+        client_tls.flush().await.expect("flush");
+        drop(client_tls.into_inner().0);
+        let mut session = SessionStream::new(server_tls.expect("server"), "test");
+        let mut buf = Vec::new();
+        session.read_to_end(&mut buf).await.expect("clean end");
+        assert_eq!(buf, b"x");
+    }
+}
