@@ -9,6 +9,7 @@
 //! - [`backend`]: the transport trait and one module per transport.
 //! - [`node`]: [`Node`], the handle, and the actor that owns sessions and routing.
 //! - [`packet_conn`]: datagrams between `(node, service)` pairs.
+//! - [`tls`]: TLS configurations and certificate checks for backends and mesh streams.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -19,6 +20,7 @@ pub mod id;
 pub mod node;
 pub mod packet_conn;
 pub mod routing;
+pub mod tls;
 pub mod wire;
 
 pub use id::{ServiceName, validate_node_id};
