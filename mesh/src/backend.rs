@@ -4,9 +4,13 @@
 //! one peer. It never sees routing; the node runs the netceptor protocol over every session
 //! (libp2p's `Transport` vs `NetworkBehaviour` split). One file per transport:
 //! - [`tcp`]: `tcp-listener` / `tcp-peer`, u16-LE length framing (spec/wire.md §1.2).
+//! - [`udp`]: `udp-listener` / `udp-peer`, one message per datagram (spec/wire.md §1.3).
+//! - [`websocket`]: `ws-listener` / `ws-peer`, one message per WebSocket message, optionally
+//!   over TLS (spec/wire.md §1.4).
 //! - [`memory`]: in-process links for tests and embedding, with the same framing.
 //!
-//! Stream transports share [`spawn_framed`], which pumps a byte stream into a session.
+//! Length-framed stream transports share [`spawn_framed`], which pumps a byte stream into a
+//! session.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -22,12 +26,14 @@ use tokio_util::sync::CancellationToken;
 
 pub mod memory;
 pub mod tcp;
+pub mod udp;
+pub mod websocket;
 
 /// Messages queued towards one peer before the node starts dropping (datagram semantics).
 pub const SESSION_QUEUE: usize = 256;
-/// Messages a session writer queues before it flushes.
+/// Most messages written before a flush.
 const WRITE_BATCH: usize = 64;
-/// Bytes a session writer buffers before it writes to the transport.
+/// Bytes buffered for writing before the codec flushes on its own.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// Most sessions one listener serves at once.
 pub const MAX_SESSIONS_PER_LISTENER: usize = 1024;
@@ -192,6 +198,7 @@ where
     };
     let pump = async move {
         let mut framed = Framed::new(stream, framing_codec());
+        // Let a batch of QUIC-sized packets build up before the codec forces a write.
         framed.set_backpressure_boundary(WRITE_BUFFER);
         let (mut sink, mut stream) = framed.split();
         let reader = async {
@@ -219,20 +226,20 @@ where
             }
         };
         let writer = async {
-            // Queue everything that is waiting, then flush once: one write for a burst of
-            // messages instead of one per message.
+            // Batch: queue everything already waiting, then flush once, so a burst of small
+            // messages costs one write call instead of one per message.
             while let Some(first) = out_rx.recv().await {
                 let mut next = Some(first);
-                let mut batch = 0;
+                let mut batched = 0usize;
                 while let Some(message) = next.take() {
-                    batch += 1;
                     if message.is_empty() || message.len() > crate::wire::MAX_FRAMED_LEN {
                         tracing::warn!(%kind, %remote, len = message.len(), "refusing to send a message that cannot be framed");
                     } else if let Err(error) = sink.feed(message).await {
                         tracing::debug!(%kind, %remote, %error, "session write failed");
                         return;
                     }
-                    if batch < WRITE_BATCH {
+                    batched += 1;
+                    if batched < WRITE_BATCH {
                         next = out_rx.try_recv().ok();
                     }
                 }

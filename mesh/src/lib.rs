@@ -11,6 +11,7 @@
 //! - [`packet_conn`]: datagrams between `(node, service)` pairs.
 //! - [`quic`]: streams: QUIC (quinn) over packet conns, with the Go-compatible insecure TLS
 //!   of ConnType 1 services and a hook for user TLS.
+//! - [`tls`]: TLS configurations and certificate checks for backends and mesh streams.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -22,6 +23,7 @@ pub mod node;
 pub mod packet_conn;
 pub mod quic;
 pub mod routing;
+pub mod tls;
 pub mod wire;
 
 pub use id::{ServiceName, validate_node_id};

@@ -410,3 +410,71 @@ async fn periodic_updates_keep_links_and_silent_peers_time_out() -> Result<()> {
     drop(session);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn firewall_rules_drop_and_reject_data() -> Result<()> {
+    use receptor_mesh::firewall::{Firewall, Rule};
+    let rule = |pairs: &[(&str, &str)]| {
+        Rule::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    };
+    let net = MemoryNetwork::new();
+    let a = Node::spawn(NodeConfig::new("a"))?;
+    let mut b_config = NodeConfig::new("b");
+    b_config.firewall = Firewall::new(vec![
+        rule(&[
+            ("action", "reject"),
+            ("fromnode", "a"),
+            ("toservice", "ping"),
+        ])?,
+        rule(&[("action", "drop"), ("toservice", "/sec.*/")])?,
+    ]);
+    let b = Node::spawn(b_config)?;
+    b.add_backend(net.listener("b", LinkConfig::default()));
+    a.add_backend(net.dialer("a", "b", true, LinkConfig::default()));
+    wait_for("a to route to b", || {
+        let a = a.clone();
+        async move {
+            a.status()
+                .await
+                .ok()?
+                .routes
+                .contains_key("b")
+                .then_some(())
+        }
+    })
+    .await?;
+    let refused = a.ping("b", 30).await.expect_err("b rejects pings from a");
+    assert!(
+        matches!(&refused, receptor_mesh::node::PingError::Unreachable { problem, from, .. } if problem == "blocked by firewall" && from == "b"),
+        "{refused:?}"
+    );
+    // b's own ping to a is not matched by the rules.
+    assert_eq!(b.ping("a", 30).await?.from, "a");
+    // Dropped silently: nothing arrives and no report comes back.
+    let mut secret = b.listen(Some("secret"), None).await?;
+    let mut open = b.listen(Some("open"), None).await?;
+    let mut client = a.listen(None, None).await?;
+    client
+        .send_to("b", "secret", Bytes::from_static(b"x"))
+        .await?;
+    client
+        .send_to("b", "open", Bytes::from_static(b"y"))
+        .await?;
+    let Some(Incoming::Datagram { payload, .. }) = open.recv().await else {
+        bail!("open got nothing")
+    };
+    assert_eq!(payload.as_ref(), b"y");
+    let nothing = tokio::time::timeout(Duration::from_secs(5), secret.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "the dropped datagram arrived: {nothing:?}"
+    );
+    let no_report = tokio::time::timeout(Duration::from_secs(5), client.recv()).await;
+    assert!(no_report.is_err(), "drop must be silent: {no_report:?}");
+    Ok(())
+}

@@ -269,12 +269,6 @@ type Check = (&'static str, fn(&Config) -> bool);
 /// THE list of unimplemented features. `"entity"` or `"entity param"`; the test says when the
 /// configuration uses it. Implementing a feature means deleting its line here.
 const UNSUPPORTED: &[Check] = &[
-    ("tls-server", |c| !c.tls_servers.is_empty()),
-    ("tls-client", |c| !c.tls_clients.is_empty()),
-    ("udp-listener", |c| !c.udp_listeners.is_empty()),
-    ("udp-peer", |c| !c.udp_peers.is_empty()),
-    ("ws-listener", |c| !c.ws_listeners.is_empty()),
-    ("ws-peer", |c| !c.ws_peers.is_empty()),
     ("control-service tcplisten", |c| {
         c.control_services.iter().any(|s| s.tcp_listen.is_some())
     }),
@@ -297,15 +291,6 @@ const UNSUPPORTED: &[Check] = &[
     ("work-signing", |c| c.work_signing.is_some()),
     ("work-verification", |c| c.work_verification.is_some()),
     ("command-runner", |c| c.command_runner.is_some()),
-    ("cert-init", |c| {
-        matches!(c.cert_command, Some(CertCommand::Init(_)))
-    }),
-    ("cert-makereq", |c| {
-        matches!(c.cert_command, Some(CertCommand::MakeReq(_)))
-    }),
-    ("cert-signreq", |c| {
-        matches!(c.cert_command, Some(CertCommand::SignReq(_)))
-    }),
 ];
 
 /// Problems for what `config` uses that this build does not implement yet

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use receptor_mesh::backend::{LinkConfig, tcp};
+use receptor_mesh::backend::{LinkConfig, tcp, udp, websocket};
 use receptor_mesh::firewall::Firewall;
 use receptor_mesh::node::Advertise;
+use receptor_mesh::tls::server_name_for_address;
 use receptor_mesh::{Node, NodeConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -18,6 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::Config;
 use crate::control::{BindError, UnixControl};
 use crate::ops::Ops;
+use crate::tls::{TlsConfigs, TlsPrepareError};
 
 /// The version this build reports (`status`, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -37,6 +39,28 @@ pub enum SpawnError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// A ws-peer's address or header is unusable.
+    #[error("invalid ws-peer {address}")]
+    WsPeer {
+        /// The configured URL.
+        address: String,
+        /// Why.
+        #[source]
+        source: websocket::ConfigError,
+    },
+    /// A `tls-server` or `tls-client` could not be prepared (unreadable files, the startup
+    /// node-ID check, a key that does not match its certificate...).
+    #[error(transparent)]
+    Tls(#[from] TlsPrepareError),
+    /// A `tcp-peer` or `ws-peer` with TLS has an address whose host is no DNS name or IP address.
+    #[error("peer {address}: cannot verify TLS for this host")]
+    TlsPeerAddress {
+        /// The peer address.
+        address: String,
+        /// Why.
+        #[source]
+        source: receptor_mesh::tls::InvalidServerName,
     },
     /// A control socket could not be opened.
     #[error("cannot open control service")]
@@ -63,6 +87,7 @@ pub struct ShutdownError(pub Duration);
 pub struct Daemon {
     node: Node,
     ops: Ops,
+    tls: TlsConfigs,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     tcp_listeners: Vec<SocketAddr>,
@@ -82,6 +107,12 @@ fn link_config(
     }
 }
 
+/// The `host[:port]` part of a `ws://` or `wss://` URL.
+fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+}
+
 /// `host:port`, bracketing IPv6 literals.
 fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -97,6 +128,8 @@ impl Daemon {
     /// # Errors
     /// See [`SpawnError`]; nothing keeps running when this fails.
     pub async fn spawn(config: &Config) -> Result<Self, SpawnError> {
+        // Files and the startup node-ID check first: a bad TLS entity starts nothing.
+        let tls = TlsConfigs::load(config)?;
         let mut node_config = NodeConfig::new(config.node.id.clone());
         node_config.firewall = Firewall::new(config.node.firewall_rules.clone());
         node_config.max_idle = config.node.max_idle_connection_timeout;
@@ -109,21 +142,103 @@ impl Daemon {
         for listener in &config.tcp_listeners {
             let addr = join_host_port(&listener.bind_addr, listener.port);
             let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
-            let bound =
+            let acceptor = match &listener.tls {
+                Some(name) => Some(tls.acceptor(name)?),
+                None => None,
+            };
+            let mut bound =
                 tcp::Listener::bind(&addr, link)
                     .await
                     .map_err(|source| SpawnError::Listen {
                         addr: addr.clone(),
                         source,
                     })?;
-            tracing::info!(addr = %bound.local_addr(), "tcp listener bound");
+            if let Some(acceptor) = acceptor {
+                bound = bound.with_tls(acceptor);
+            }
+            tracing::info!(addr = %bound.local_addr(), tls = listener.tls.as_deref(), "tcp listener bound");
             tcp_listeners.push(bound.local_addr());
             node.add_backend(bound);
         }
+        for listener in &config.udp_listeners {
+            let addr = join_host_port(&listener.bind_addr, listener.port);
+            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+            let bound =
+                udp::Listener::bind(&addr, link)
+                    .await
+                    .map_err(|source| SpawnError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+            tracing::info!(addr = %bound.local_addr(), "udp listener bound");
+            node.add_backend(bound);
+        }
+        for listener in &config.ws_listeners {
+            let addr = join_host_port(&listener.bind_addr, listener.port);
+            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+            let acceptor = listener
+                .tls
+                .as_deref()
+                .map(|name| tls.acceptor(name))
+                .transpose()?;
+            let bound = websocket::Listener::bind(&addr, &listener.path, link, acceptor)
+                .await
+                .map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            tracing::info!(addr = %bound.local_addr(), path = %listener.path, "ws listener bound");
+            node.add_backend(bound);
+        }
+        for peer in &config.udp_peers {
+            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+            tracing::info!(address = %peer.address, "udp peer configured");
+            node.add_backend(udp::Dialer::new(peer.address.clone(), peer.redial, link));
+        }
+        for peer in &config.ws_peers {
+            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+            let connector = match &peer.tls {
+                Some(name) => {
+                    let authority = url_authority(&peer.address);
+                    let server_name = server_name_for_address(authority).map_err(|source| {
+                        SpawnError::TlsPeerAddress {
+                            address: peer.address.clone(),
+                            source,
+                        }
+                    })?;
+                    Some((tls.connector(name)?, server_name))
+                }
+                None => None,
+            };
+            let dialer = websocket::Dialer::new(
+                &peer.address,
+                peer.extra_header.clone(),
+                peer.redial,
+                link,
+                connector,
+            )
+            .map_err(|source| SpawnError::WsPeer {
+                address: peer.address.clone(),
+                source,
+            })?;
+            tracing::info!(address = %peer.address, "ws peer configured");
+            node.add_backend(dialer);
+        }
         for peer in &config.tcp_peers {
             let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
-            tracing::info!(address = %peer.address, "tcp peer configured");
-            node.add_backend(tcp::Dialer::new(peer.address.clone(), peer.redial, link));
+            let mut dialer = tcp::Dialer::new(peer.address.clone(), peer.redial, link);
+            if let Some(name) = &peer.tls {
+                let connector = tls.connector(name)?;
+                let server_name = server_name_for_address(&peer.address).map_err(|source| {
+                    SpawnError::TlsPeerAddress {
+                        address: peer.address.clone(),
+                        source,
+                    }
+                })?;
+                dialer = dialer.with_tls(connector, server_name);
+            }
+            tracing::info!(address = %peer.address, tls = peer.tls.as_deref(), "tcp peer configured");
+            node.add_backend(dialer);
         }
 
         let ops = Ops::new(node.clone(), VERSION);
@@ -166,6 +281,7 @@ impl Daemon {
         Ok(Self {
             node,
             ops,
+            tls,
             cancel,
             tasks,
             tcp_listeners,
@@ -182,6 +298,11 @@ impl Daemon {
     /// The operations layer (what control front-ends call).
     pub fn ops(&self) -> &Ops {
         &self.ops
+    }
+
+    /// The loaded `tls-server` / `tls-client` configurations.
+    pub fn tls(&self) -> &TlsConfigs {
+        &self.tls
     }
 
     /// Addresses the `tcp-listener`s bound to.

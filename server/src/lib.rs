@@ -5,9 +5,13 @@
 //! - [`config`]: command line and YAML into one validated [`config::Config`].
 //! - [`daemon`]: [`daemon::Daemon`], the running node with its backends and control services.
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
+//! - [`tls`]: `tls-server` / `tls-client` files loaded into the mesh's TLS configurations.
+//! - [`certs`]: the `cert-init`, `cert-makereq` and `cert-signreq` utilities.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ops;
+pub mod tls;

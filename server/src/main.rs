@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use receptor_server::certs;
 use receptor_server::config::{self, Config, Invocation, LogLevel};
 use receptor_server::daemon::Daemon;
 
@@ -36,6 +37,17 @@ fn main() -> ExitCode {
         return report(&unsupported);
     }
     init_logging(config.log_level);
+    if let Some(command) = &config.cert_command {
+        // An exclusive utility: run it and exit.
+        let stdin = std::io::stdin();
+        return match certs::run(command, &mut stdin.lock(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                println!("Error: {}", error_chain(&error));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !config.has_backends() {
         tracing::warn!("Nothing to do - no backends are running.");
         println!("Run receptor --help for command line instructions.");

@@ -10,10 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
 /// Default time to wait for a condition.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// The built `receptor` binary: `$RECEPTOR_BIN`, or next to this test binary's directory.
-pub fn receptor_bin() -> Result<PathBuf> {
+pub(crate) fn receptor_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RECEPTOR_BIN") {
         return Ok(path.into());
     }
@@ -35,7 +35,7 @@ pub fn receptor_bin() -> Result<PathBuf> {
 
 /// The real receptorctl from PyPI: `$RECEPTORCTL` (set by scripts/test), else `receptorctl`
 /// on PATH. Missing is a failure, never a skip.
-pub fn receptorctl_bin() -> Result<PathBuf> {
+pub(crate) fn receptorctl_bin() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("RECEPTORCTL") {
         return Ok(path.into());
     }
@@ -53,7 +53,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, failing after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -72,7 +72,7 @@ where
 
 /// A running `receptor` process; killed on drop.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
     name: String,
@@ -80,7 +80,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `receptor` with `args` (e.g. `--config file`).
-    pub async fn start(name: &str, args: &[&str]) -> Result<Self> {
+    pub(crate) async fn start(name: &str, args: &[&str]) -> Result<Self> {
         let mut child = Command::new(receptor_bin()?)
             .args(args)
             .stdin(Stdio::null())
@@ -104,7 +104,7 @@ impl Daemon {
     }
 
     /// Starts `receptor --config <dir>/<name>.yaml` after writing `yaml` there.
-    pub async fn start_yaml(name: &str, dir: &Path, yaml: &str) -> Result<Self> {
+    pub(crate) async fn start_yaml(name: &str, dir: &Path, yaml: &str) -> Result<Self> {
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, yaml)?;
         let path = path.to_string_lossy().into_owned();
@@ -112,12 +112,12 @@ impl Daemon {
     }
 
     /// Everything the process printed so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Waits until the log matches `pattern` and returns the first capture group.
-    pub async fn wait_log(&self, pattern: &str) -> Result<String> {
+    pub(crate) async fn wait_log(&self, pattern: &str) -> Result<String> {
         let re = regex::Regex::new(pattern)?;
         let log = Arc::clone(&self.log);
         wait_for(&format!("{} to log {pattern:?}", self.name), WAIT, || {
@@ -134,12 +134,12 @@ impl Daemon {
     }
 
     /// The address a `tcp-listener` bound to, read from the log.
-    pub async fn tcp_listener_addr(&self) -> Result<String> {
+    pub(crate) async fn tcp_listener_addr(&self) -> Result<String> {
         self.wait_log(r"tcp listener bound addr=(\S+)").await
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+    pub(crate) async fn terminate(mut self) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().context("already exited")?;
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -152,11 +152,6 @@ impl Daemon {
             .await
             .context("receptor did not exit after SIGTERM")?
             .map_err(Into::into)
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
@@ -174,17 +169,17 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<Strin
 
 /// What a receptorctl run printed.
 #[derive(Debug)]
-pub struct CtlOutput {
+pub(crate) struct CtlOutput {
     /// Exit code.
-    pub code: Option<i32>,
+    pub(crate) code: Option<i32>,
     /// Standard output.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// Standard error.
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs the PyPI receptorctl against `socket`.
-pub async fn receptorctl(socket: &Path, args: &[&str]) -> Result<CtlOutput> {
+pub(crate) async fn receptorctl(socket: &Path, args: &[&str]) -> Result<CtlOutput> {
     let output = tokio::time::timeout(
         WAIT,
         Command::new(receptorctl_bin()?)
@@ -204,7 +199,7 @@ pub async fn receptorctl(socket: &Path, args: &[&str]) -> Result<CtlOutput> {
 }
 
 /// `receptorctl status --json`, parsed.
-pub async fn status_json(socket: &Path) -> Result<serde_json::Value> {
+pub(crate) async fn status_json(socket: &Path) -> Result<serde_json::Value> {
     let out = receptorctl(socket, &["status", "--json"]).await?;
     if out.code != Some(0) {
         bail!("receptorctl status failed: {out:?}");

@@ -79,6 +79,7 @@ fn route(status: &serde_json::Value, dest: &str) -> Option<String> {
 
 #[tokio::test]
 async fn three_node_example_converges_and_receptorctl_sees_it() -> Result<()> {
+    crate::harness::receptorctl_bin()?;
     let mesh = ThreeNodes::start().await?;
     let socket_a = mesh.socket("node-a");
     let converged = wait_for(
@@ -203,5 +204,69 @@ async fn sigterm_stops_the_daemon_within_its_deadline() -> Result<()> {
     if !status.success() {
         bail!("exit status {status}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn udp_and_websocket_backends_from_the_command_line() -> Result<()> {
+    crate::harness::receptorctl_bin()?;
+    let dir = tempfile::tempdir()?;
+    let sock = |n: &str| dir.path().join(format!("{n}.sock"));
+    let arg = |n: &str| format!("filename={}", sock(n).display());
+    let a = Daemon::start(
+        "a",
+        &[
+            "--node",
+            "id=a",
+            "--udp-listener",
+            "port=0",
+            "bindaddr=127.0.0.1",
+            "--control-service",
+            &arg("a"),
+        ],
+    )
+    .await?;
+    let a_addr = a.wait_log(r"udp listener bound addr=(\S+)").await?;
+    let b = Daemon::start(
+        "b",
+        &[
+            "--node",
+            "id=b",
+            "--udp-peer",
+            &format!("address={a_addr}"),
+            "--ws-listener",
+            "port=0",
+            "bindaddr=127.0.0.1",
+            "path=/mesh",
+            "--control-service",
+            &arg("b"),
+        ],
+    )
+    .await?;
+    let b_addr = b.wait_log(r"ws listener bound addr=(\S+)").await?;
+    let c = Daemon::start(
+        "c",
+        &[
+            "--node",
+            "id=c",
+            "--ws-peer",
+            &format!("ws://{b_addr}/mesh"),
+            "--control-service",
+            &arg("c"),
+        ],
+    )
+    .await?;
+    let socket = sock("c");
+    wait_for("c to route to a via b", WAIT, || {
+        let socket = socket.clone();
+        async move {
+            (route(&status_json(&socket).await.ok()?, "a").as_deref() == Some("b")).then_some(())
+        }
+    })
+    .await
+    .with_context(|| format!("--- a\n{}\n--- b\n{}\n--- c\n{}", a.log(), b.log(), c.log()))?;
+    let ping = receptorctl(&socket, &["ping", "a", "--count", "1"]).await?;
+    assert_eq!(ping.code, Some(0), "{ping:?}");
+    assert!(ping.stdout.contains("Reply from a in "), "{}", ping.stdout);
     Ok(())
 }
