@@ -96,6 +96,12 @@ const ACCEPT_QUEUE: usize = 64;
 pub type ClientCheck =
     Arc<dyn Fn(&str, Option<&[CertificateDer<'static>]>) -> Result<(), String> + Send + Sync>;
 
+/// Builds the listener's TLS configuration for one incoming connection from the given dialing
+/// node (Go's per-connection config, e.g. `tls::receptor_server_config(settings, node)`).
+/// An `Err` refuses the connection (error 500 with the given reason).
+pub type ServerConfigFactory =
+    Arc<dyn Fn(&str) -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
+
 /// Listener TLS.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -114,12 +120,17 @@ pub enum ServerTls {
         /// The node-ID check, if any.
         check_client: Option<ClientCheck>,
     },
+    /// Mode B with a configuration made per dialing node, whose ID comes from the mesh
+    /// address of its packets, so the client verifier itself can require that node's
+    /// receptor name. ALPN is forced to `netceptor`.
+    PerClient(ServerConfigFactory),
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Insecure => f.write_str("Insecure"),
+            Self::PerClient(_) => f.write_str("PerClient"),
             Self::Custom { check_client, .. } => f
                 .debug_struct("Custom")
                 .field("check_client", &check_client.is_some())
@@ -247,6 +258,17 @@ fn transport_config(dialer: bool) -> TransportConfig {
     transport
 }
 
+fn quic_server_config(
+    tls: rustls::ServerConfig,
+) -> Result<quinn::ServerConfig, quinn::crypto::rustls::NoInitialCipherSuite> {
+    let crypto = QuicServerConfig::try_from(tls)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server
+        .transport_config(Arc::new(transport_config(false)))
+        .migration(false);
+    Ok(server)
+}
+
 fn with_alpn_server(config: &rustls::ServerConfig) -> rustls::ServerConfig {
     let mut config = config.clone();
     config.alpn_protocols = vec![ALPN.to_vec()];
@@ -299,19 +321,20 @@ impl Listener {
         advertise: Option<Advertise>,
         tls: ServerTls,
     ) -> Result<Self, BindError> {
-        let (rustls_config, check_client, conn_type) = match tls {
-            ServerTls::Insecure => (insecure::server_config()?, None, 1),
+        let (rustls_config, check_client, per_client, conn_type) = match tls {
+            ServerTls::Insecure => (insecure::server_config()?, None, None, 1),
             ServerTls::Custom {
                 config,
                 check_client,
-            } => (with_alpn_server(&config), check_client, 2),
+            } => (with_alpn_server(&config), check_client, None, 2),
+            // Every connection gets its own configuration; the endpoint's default one (which
+            // can never complete a handshake) is not used.
+            ServerTls::PerClient(factory) => {
+                (insecure::refusing_server_config()?, None, Some(factory), 2)
+            }
         };
-        let crypto = QuicServerConfig::try_from(rustls_config)?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server
-            .transport_config(Arc::new(transport_config(false)))
-            .migration(false)
-            .max_incoming(MAX_PENDING);
+        let mut server = quic_server_config(rustls_config)?;
+        server.max_incoming(MAX_PENDING);
         let advertise = advertise.map(|mut ad| {
             ad.conn_type = conn_type;
             ad
@@ -333,7 +356,10 @@ impl Listener {
             node.clone(),
             endpoint.clone(),
             socket,
-            check_client,
+            Checks {
+                check_client,
+                per_client,
+            },
             ready,
             reports,
         ));
@@ -404,11 +430,18 @@ fn route_report(watchers: &Watchers, report: Report) {
     }
 }
 
+/// How a listener authenticates dialers (mode B).
+#[derive(Clone)]
+struct Checks {
+    check_client: Option<ClientCheck>,
+    per_client: Option<ServerConfigFactory>,
+}
+
 async fn accept_loop(
     node: Node,
     endpoint: Endpoint,
     socket: Arc<MeshSocket>,
-    check_client: Option<ClientCheck>,
+    checks: Checks,
     ready: mpsc::Sender<Stream>,
     mut reports: mpsc::Receiver<Report>,
 ) {
@@ -434,13 +467,11 @@ async fn accept_loop(
         };
         let node = node.clone();
         let socket = Arc::clone(&socket);
-        let check_client = check_client.clone();
+        let checks = checks.clone();
         let ready = ready.clone();
         let watchers = Arc::clone(&watchers);
         handshakes.spawn(async move {
-            if let Some(stream) =
-                accept_one(&node, incoming, &socket, check_client, &watchers).await
-            {
+            if let Some(stream) = accept_one(&node, incoming, &socket, checks, &watchers).await {
                 // Waits for `accept` (bounded by the queue); a dropped listener drops it.
                 let _ = ready.send(stream).await;
             }
@@ -454,7 +485,7 @@ async fn accept_one(
     node: &Node,
     incoming: quinn::Incoming,
     socket: &MeshSocket,
-    check_client: Option<ClientCheck>,
+    checks: Checks,
     watchers: &Watchers,
 ) -> Option<Stream> {
     let remote_addr = incoming.remote_address();
@@ -462,7 +493,23 @@ async fn accept_one(
         incoming.ignore();
         return None;
     };
-    let connecting = match incoming.accept() {
+    let accepted = match &checks.per_client {
+        None => incoming.accept(),
+        Some(factory) => {
+            let config = factory(&remote.node).and_then(|tls| {
+                quic_server_config(with_alpn_server(&tls)).map_err(|e| e.to_string())
+            });
+            match config {
+                Ok(config) => incoming.accept_with(Arc::new(config)),
+                Err(reason) => {
+                    tracing::warn!(peer.id = %remote.node, %reason, "no TLS configuration for a stream dialer");
+                    incoming.refuse();
+                    return None;
+                }
+            }
+        }
+    };
+    let connecting = match accepted {
         Ok(connecting) => connecting,
         Err(error) => {
             tracing::debug!(peer.id = %remote.node, %error, "refused a stream connection");
@@ -484,7 +531,7 @@ async fn accept_one(
         tracing::debug!(peer.id = %remote.node, reason, "closing stream connection");
         connection.close(VarInt::from_u32(ERROR_LISTENER), reason.as_bytes());
     };
-    if let Some(check) = check_client {
+    if let Some(check) = checks.check_client {
         let chain = connection
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());

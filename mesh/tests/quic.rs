@@ -662,3 +662,66 @@ async fn node_shutdown_ends_accept() -> Result<()> {
     assert_eq!(error, quic::AcceptError::Closed);
     Ok(())
 }
+
+/// A server configuration like mode A's, built outside the crate (as a mode-B caller would).
+fn test_server_config() -> Result<Arc<rustls::ServerConfig>> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, quic::INSECURE_COMMON_NAME);
+    let cert = params.self_signed(&key)?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)?;
+    Ok(Arc::new(config))
+}
+
+#[tokio::test]
+async fn per_client_tls_sees_the_dialing_node() -> Result<()> {
+    init_tracing();
+    let line = Line::memory(&["a", "b", "c"]).await?;
+    let config = test_server_config()?;
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let factory: quic::ServerConfigFactory = {
+        let asked = Arc::clone(&asked);
+        Arc::new(move |node: &str| {
+            asked
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(node.to_owned());
+            if node == "a" {
+                Ok(Arc::clone(&config))
+            } else {
+                Err(format!("{node} is not allowed"))
+            }
+        })
+    };
+    let listener =
+        Listener::bind(&line.nodes[1], "svc", None, ServerTls::PerClient(factory)).await?;
+    let serve = async {
+        let mut s = timeout(WAIT, listener.accept()).await??;
+        echo_once(&mut s).await
+    };
+    let call = async {
+        let mut s = timeout(WAIT, line.nodes[0].connect("b", "svc")).await??;
+        echo_roundtrip(&mut s, b"mode b").await
+    };
+    let (_, answer) = tokio::try_join!(serve, call)?;
+    assert_eq!(answer, b"mode b");
+
+    let started = Instant::now();
+    let refused = timeout(WAIT, line.nodes[2].connect("b", "svc"))
+        .await?
+        .expect_err("c is refused");
+    assert!(matches!(refused, DialError::Connection(_)), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let asked = asked.lock().map_err(|e| anyhow::anyhow!("{e}"))?.clone();
+    assert_eq!(asked, ["a", "c"]);
+    Ok(())
+}

@@ -66,6 +66,27 @@ pub(super) fn server_config() -> Result<rustls::ServerConfig, InsecureTlsError> 
     Ok(config)
 }
 
+/// A TLS 1.3 server configuration that fails every handshake (no certificate resolves): the
+/// default of endpoints that configure each connection separately.
+pub(super) fn refusing_server_config() -> Result<rustls::ServerConfig, InsecureTlsError> {
+    #[derive(Debug)]
+    struct NoCertificate;
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _hello: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCertificate));
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
 /// The dialer side: TLS 1.3, ALPN `netceptor`, the CN-only verifier.
 pub(super) fn client_config() -> Result<rustls::ClientConfig, InsecureTlsError> {
     let provider = provider();
