@@ -292,11 +292,7 @@ const UNSUPPORTED: &[Check] = &[
     ("udp-client", |c| !c.udp_clients.is_empty()),
     ("unix-socket-server", |c| !c.unix_socket_servers.is_empty()),
     ("unix-socket-client", |c| !c.unix_socket_clients.is_empty()),
-    ("work-command", |c| !c.work_commands.is_empty()),
     ("work-kubernetes", |c| !c.work_kubernetes.is_empty()),
-    ("work-signing", |c| c.work_signing.is_some()),
-    ("work-verification", |c| c.work_verification.is_some()),
-    ("command-runner", |c| c.command_runner.is_some()),
     ("cert-init", |c| {
         matches!(c.cert_command, Some(CertCommand::Init(_)))
     }),

@@ -19,8 +19,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::command::{Command, Parsed};
+use self::command::{Command, Parsed, WorkCommand};
+use crate::gojson::{escape, go_string, to_go_json};
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
+use crate::work::{Caller, ExtraData, Outcome, UnitStatus};
 
 /// Longest accepted command line. Go has no limit; we refuse to buffer more than this.
 pub const MAX_LINE: usize = 1 << 20;
@@ -129,7 +131,7 @@ impl UnixControl {
                         sessions.spawn(async move {
                             tokio::select! {
                                 () = cancel.cancelled() => {}
-                                result = serve_session(stream, &ops) => {
+                                result = serve_session_as(stream, &ops, Caller::Unix) => {
                                     if let Err(error) = result {
                                         tracing::debug!(%error, "control session ended with an error");
                                     }
@@ -149,7 +151,9 @@ impl UnixControl {
     }
 }
 
-/// Runs one control session on any byte stream: greeting, then commands until EOF.
+/// Runs one control session on any byte stream: greeting, then commands until EOF. The
+/// connection counts as a network one (work signatures are verified); Unix sockets use
+/// [`serve_session_as`] with [`Caller::Unix`].
 ///
 /// # Errors
 /// An I/O error on the stream.
@@ -157,9 +161,20 @@ pub async fn serve_session<S>(stream: S, ops: &Ops) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    serve_session_as(stream, ops, Caller::Network).await
+}
+
+/// [`serve_session`] for a connection of the given kind.
+///
+/// # Errors
+/// An I/O error on the stream.
+pub async fn serve_session_as<S>(stream: S, ops: &Ops, caller: Caller) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (reader, mut writer) = tokio::io::split(stream);
-    // The buffered reader is kept for the whole session so that bytes read past a line (raw
-    // payloads, later) are never lost.
+    // The buffered reader is kept for the whole session so that bytes read past a line (a
+    // `work submit` payload) are never lost.
     let mut reader = BufReader::new(reader);
     writer
         .write_all(format!("Receptor Control, node {}\n", ops.node().id()).as_bytes())
@@ -182,7 +197,16 @@ where
         line.retain(|&b| b != b'\r' && b != b'\n');
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
-            let reply = execute(command::parse(&text), ops).await;
+            let reply = match command::parse(&text) {
+                Parsed::Command(Command::Work(work)) => {
+                    match run_work(work, ops, caller, &mut reader, &mut writer).await? {
+                        Some(reply) => reply,
+                        // `work results` ends the session by closing the connection.
+                        None => return Ok(()),
+                    }
+                }
+                parsed => execute(parsed, ops).await,
+            };
             writer.write_all(reply.as_bytes()).await?;
             writer.flush().await?;
         }
@@ -191,6 +215,131 @@ where
             return Ok(());
         }
     }
+}
+
+/// Runs a `work` subcommand. Returns the reply line, or `None` once a results stream has
+/// been sent and the connection closed.
+async fn run_work<R, W>(
+    work: WorkCommand,
+    ops: &Ops,
+    caller: Caller,
+    reader: &mut R,
+    writer: &mut W,
+) -> std::io::Result<Option<String>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let reply = match work {
+        WorkCommand::List { unit_id } => ops
+            .work_list(unit_id.as_deref())
+            .await
+            .map(|units| unit_map_json(&units)),
+        WorkCommand::Status { unit_id } => ops
+            .work_status(&unit_id)
+            .await
+            .map(|status| unit_status_json(&status)),
+        WorkCommand::Submit(request) => match ops.work_submit(request, caller).await {
+            Err(error) => Err(error),
+            Ok(mut submission) => {
+                let id = submission.unit_id().to_owned();
+                writer
+                    .write_all(
+                        format!("Work unit created with ID {id}. Send stdin data and EOF.\n")
+                            .as_bytes(),
+                    )
+                    .await?;
+                writer.flush().await?;
+                // Every byte until EOF is payload, streamed to the unit's stdin file.
+                match submission.receive(reader).await {
+                    Err(error) => Err(error),
+                    Ok(_) => submission.start().await.map(|outcome| {
+                        format!(
+                            "{{\"result\":{},\"unitid\":{}}}",
+                            go_string(outcome.as_str()),
+                            go_string(&id)
+                        )
+                    }),
+                }
+            }
+        },
+        WorkCommand::Results {
+            unit_id,
+            start_pos,
+            signature,
+        } => match ops
+            .work_results(&unit_id, start_pos, &signature, caller)
+            .await
+        {
+            Err(error) => Err(error),
+            Ok(stream) => {
+                writer
+                    .write_all(format!("Streaming results for work unit {unit_id}\n").as_bytes())
+                    .await?;
+                if let Err(error) = stream.copy_to(writer).await {
+                    tracing::debug!(unit = %unit_id, %error, "results stream ended early");
+                }
+                let _ = writer.shutdown().await;
+                return Ok(None);
+            }
+        },
+        WorkCommand::Cancel { unit_id, signature } => ops
+            .work_cancel(&unit_id, &signature, caller)
+            .await
+            .map(|outcome| outcome_json(outcome, "cancelled", "cancel pending", &unit_id)),
+        WorkCommand::Release {
+            unit_id,
+            signature,
+            force,
+        } => ops
+            .work_release(&unit_id, force, &signature, caller)
+            .await
+            .map(|outcome| outcome_json(outcome, "released", "release pending", &unit_id)),
+    };
+    Ok(Some(match reply {
+        Ok(json) => format!("{json}\n"),
+        Err(error) => format!("ERROR: {error}\n"),
+    }))
+}
+
+fn outcome_json(outcome: Outcome, done: &str, pending: &str, unit_id: &str) -> String {
+    let key = match outcome {
+        Outcome::Done => done,
+        Outcome::Pending => pending,
+    };
+    format!("{{{}:{}}}", go_string(key), go_string(unit_id))
+}
+
+/// A unit's status as Go renders its map: keys sorted.
+fn unit_status_json(status: &UnitStatus) -> String {
+    let extra = match &status.extra_data {
+        ExtraData::Null => "null".to_owned(),
+        ExtraData::Json(raw) => escape(raw),
+        ExtraData::UnknownWorkType => go_string("Unknown WorkType"),
+    };
+    format!(
+        "{{\"Detail\":{},\"ExtraData\":{},\"State\":{},\"StateName\":{},\"StdoutSize\":{},\"WorkType\":{}}}",
+        go_string(&status.detail),
+        extra,
+        status.state.0,
+        go_string(&status.state.name()),
+        status.stdout_size,
+        go_string(&status.work_type),
+    )
+}
+
+fn unit_map_json(units: &std::collections::BTreeMap<String, UnitStatus>) -> String {
+    let mut out = String::from("{");
+    for (i, (id, status)) in units.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&go_string(id));
+        out.push(':');
+        out.push_str(&unit_status_json(status));
+    }
+    out.push('}');
+    out
 }
 
 async fn execute(parsed: Parsed, ops: &Ops) -> String {
@@ -215,31 +364,13 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
                 .collect();
             to_go_json(&map)
         }
+        // Handled by `run_work`, which needs the connection.
+        Command::Work(_) => return "ERROR: bad command\n".to_owned(),
     };
     format!("{rendered}\n")
 }
 
 // === rendering ===
-
-/// Serialises like Go's `encoding/json`: compact, with `<`, `>`, `&`, U+2028 and U+2029
-/// escaped. Those characters can only occur inside JSON strings, so replacing them in the
-/// output is exact.
-fn to_go_json<T: Serialize>(value: &T) -> String {
-    let text =
-        serde_json::to_string(value).unwrap_or_else(|error| format!("{{\"Error\":\"{error}\"}}"));
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A float as Go encodes it (`1`, not `1.0`).
 struct GoFloat(f64);

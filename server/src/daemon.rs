@@ -18,6 +18,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::config::Config;
 use crate::control::{BindError, UnixControl};
 use crate::ops::Ops;
+use crate::work::{EngineConfig, WorkEngine};
 
 /// The version this build reports (`status`, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +42,9 @@ pub enum SpawnError {
     /// A control socket could not be opened.
     #[error("cannot open control service")]
     Control(#[from] BindError),
+    /// The work engine could not be set up.
+    #[error("cannot start the work engine")]
+    Work(#[from] crate::work::BuildError),
     /// The control service's mesh name is taken or invalid.
     #[error("cannot register control service {service:?} on the mesh")]
     ControlService {
@@ -63,6 +67,7 @@ pub struct ShutdownError(pub Duration);
 pub struct Daemon {
     node: Node,
     ops: Ops,
+    work: WorkEngine,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     tcp_listeners: Vec<SocketAddr>,
@@ -126,14 +131,18 @@ impl Daemon {
             node.add_backend(tcp::Dialer::new(peer.address.clone(), peer.redial, link));
         }
 
-        let ops = Ops::new(node.clone(), VERSION);
+        // Work: units are recovered before any control client is served.
+        let work = WorkEngine::new(EngineConfig::from_config(config)?)?;
+        work.recover().await;
+        let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
+        let ops = Ops::new(node.clone(), VERSION).with_work(work.clone());
         let mut control_sockets = Vec::new();
         for control in &config.control_services {
             if let Some(service) = &control.service {
                 let advertise = Advertise {
                     conn_type: 1,
                     tags: [("type".to_owned(), "Control Service".to_owned())].into(),
-                    work_commands: None,
+                    work_commands: work_commands.clone(),
                 };
                 let mut conn =
                     node.listen(Some(service), Some(advertise))
@@ -166,6 +175,7 @@ impl Daemon {
         Ok(Self {
             node,
             ops,
+            work,
             cancel,
             tasks,
             tcp_listeners,
@@ -211,6 +221,8 @@ impl Daemon {
         })
         .await;
         self.tasks.abort_all();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.work.shutdown(remaining).await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let node = self.node.shutdown(remaining).await;
         match (drained, node) {

@@ -5,9 +5,13 @@
 //! - [`config`]: command line and YAML into one validated [`config::Config`].
 //! - [`daemon`]: [`daemon::Daemon`], the running node with its backends and control services.
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
+//! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
+//! - `gojson`: JSON written as Go writes it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod gojson;
 pub mod ops;
+pub mod work;
