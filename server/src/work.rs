@@ -787,7 +787,14 @@ impl WorkEngine {
         let file = StatusFile::new(&dir);
         let loaded = blocking({
             let file = file.clone();
-            move || -> Result<Result<Status, LoadError>, std::io::Error> { Ok(file.load()) }
+            let dir = dir.clone();
+            move || -> Result<Result<Status, LoadError>, std::io::Error> {
+                // Never create files (the lock) in a directory that is not a unit.
+                if !dir.is_dir() || !file.path().exists() {
+                    return Ok(Err(LoadError::Missing(file.path().to_owned())));
+                }
+                Ok(file.load())
+            }
         })
         .await
         .unwrap_or_else(|e| {

@@ -264,7 +264,14 @@ impl CommandWorker {
             let mut last_liveness = tokio::time::Instant::now();
             loop {
                 stamp = monitored.reload_if_changed(stamp).await;
-                if monitored.status().state.is_final() || monitored.is_released() {
+                if monitored.is_released() {
+                    break;
+                }
+                if monitored.status().state.is_final() {
+                    if let Some(pid) = pid {
+                        wait_gone(pid, monitored.dir(), CANCEL_WAIT).await;
+                    }
+                    runner_gone(&monitored, "command runner exited").await;
                     break;
                 }
                 if last_liveness.elapsed() >= LIVENESS_CHECK {
