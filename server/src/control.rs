@@ -201,7 +201,7 @@ where
                 Parsed::Command(Command::Work(work)) => {
                     match run_work(work, ops, caller, &mut reader, &mut writer).await? {
                         Some(reply) => reply,
-                        // `work results` ends the session by closing the connection.
+                        // The work command closed the connection.
                         None => return Ok(()),
                     }
                 }
@@ -217,8 +217,8 @@ where
     }
 }
 
-/// Runs a `work` subcommand. Returns the reply line, or `None` once a results stream has
-/// been sent and the connection closed.
+/// Runs a `work` subcommand. Returns the reply line, or `None` once the session is over: a
+/// results stream was sent, or a payload upload failed (the connection is then closed).
 async fn run_work<R, W>(
     work: WorkCommand,
     ops: &Ops,
@@ -252,7 +252,15 @@ where
                 writer.flush().await?;
                 // Every byte until EOF is payload, streamed to the unit's stdin file.
                 match submission.receive(reader).await {
-                    Err(error) => Err(error),
+                    Err(error) => {
+                        // What the client still sends is payload, never commands: the
+                        // session ends here.
+                        writer
+                            .write_all(format!("ERROR: {error}\n").as_bytes())
+                            .await?;
+                        let _ = writer.shutdown().await;
+                        return Ok(None);
+                    }
                     Ok(_) => submission.start().await.map(|outcome| {
                         format!(
                             "{{\"result\":{},\"unitid\":{}}}",

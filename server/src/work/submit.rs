@@ -93,6 +93,9 @@ impl Submission {
             let read = tokio::select! {
                 biased;
                 () = self.unit.abort_input.cancelled() => {
+                    // Cancel or release decided the unit's fate already.
+                    self.finished = true;
+                    self.stdin = None;
                     return Err(WorkError::Aborted(self.unit.id().to_string()));
                 }
                 read = payload.read(&mut buf) => read,
@@ -193,7 +196,7 @@ impl Drop for Submission {
         if tokio::runtime::Handle::try_current().is_ok() {
             let unit = Arc::clone(&self.unit);
             self.engine.spawner().spawn(async move {
-                if !unit.is_released() {
+                if !unit.is_released() && !unit.status().state.is_final() {
                     unit.set_state(
                         State::FAILED,
                         "Error reading input data: the submitting client went away",
