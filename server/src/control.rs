@@ -546,3 +546,85 @@ impl Serialize for HopJson<'_> {
         map.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::work::State;
+
+    fn status(
+        state: State,
+        detail: &str,
+        size: i64,
+        work_type: &str,
+        extra: ExtraData,
+    ) -> UnitStatus {
+        UnitStatus {
+            state,
+            detail: detail.into(),
+            stdout_size: size,
+            work_type: work_type.into(),
+            extra_data: extra,
+        }
+    }
+
+    /// Lines copied from vectors/go-control-transcripts.jsonl (Go 1.4.9 replies).
+    #[test]
+    fn unit_status_renders_byte_for_byte_like_go() {
+        let cat = status(State::SUCCEEDED, "exit status 0", 6, "cat", ExtraData::Null);
+        assert_eq!(
+            unit_status_json(&cat),
+            r#"{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":6,"WorkType":"cat"}"#
+        );
+        let canceled = status(State::CANCELED, "Canceled", 0, "sleep", ExtraData::Null);
+        assert_eq!(
+            unit_status_json(&canceled),
+            r#"{"Detail":"Canceled","ExtraData":null,"State":4,"StateName":"Canceled","StdoutSize":0,"WorkType":"sleep"}"#
+        );
+        let echo = status(
+            State::SUCCEEDED,
+            "exit status 0",
+            21,
+            "echo",
+            ExtraData::Null,
+        );
+        let units: BTreeMap<String, UnitStatus> =
+            [("xk07MWEr".to_owned(), cat), ("gYqB5Vru".to_owned(), echo)].into();
+        assert_eq!(
+            unit_map_json(&units),
+            r#"{"gYqB5Vru":{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":21,"WorkType":"echo"},"xk07MWEr":{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":6,"WorkType":"cat"}}"#
+        );
+        assert_eq!(unit_map_json(&BTreeMap::new()), "{}");
+        // ExtraData keeps its struct order (Go marshals a struct there, not a map).
+        let running = status(
+            State::RUNNING,
+            "Running: PID 12",
+            0,
+            "sleep",
+            ExtraData::Json(r#"{"Pid":11,"Params":"30 <&>"}"#.into()),
+        );
+        assert_eq!(
+            unit_status_json(&running),
+            r#"{"Detail":"Running: PID 12","ExtraData":{"Pid":11,"Params":"30 \u003c\u0026\u003e"},"State":1,"StateName":"Running","StdoutSize":0,"WorkType":"sleep"}"#
+        );
+        let unknown = status(State(7), "x", 0, "kube", ExtraData::UnknownWorkType);
+        assert_eq!(
+            unit_status_json(&unknown),
+            r#"{"Detail":"x","ExtraData":"Unknown WorkType","State":7,"StateName":"Unknown: 7","StdoutSize":0,"WorkType":"kube"}"#
+        );
+    }
+
+    #[test]
+    fn outcomes_render_like_go() {
+        assert_eq!(
+            outcome_json(Outcome::Done, "cancelled", "cancel pending", "nFaAAR3V"),
+            r#"{"cancelled":"nFaAAR3V"}"#
+        );
+        assert_eq!(
+            outcome_json(Outcome::Pending, "released", "release pending", "u"),
+            r#"{"release pending":"u"}"#
+        );
+    }
+}

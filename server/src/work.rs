@@ -481,15 +481,12 @@ impl WorkEngine {
             if self.lookup(&id).is_some() {
                 continue;
             }
-            match self.load_unit(&id).await {
-                Some((unit, problem)) => {
-                    report.units += 1;
-                    if let Some(problem) = problem {
-                        report.failed.push((name, problem));
-                    }
-                    self.insert(unit);
+            if let Some((unit, problem)) = self.load_unit(&id).await {
+                report.units += 1;
+                if let Some(problem) = problem {
+                    report.failed.push((name, problem));
                 }
-                None => {}
+                self.insert(unit);
             }
         }
         if report.units > 0 {
@@ -577,44 +574,48 @@ impl WorkEngine {
         Submission::open(self.clone(), unit).await
     }
 
-    /// Creates a unit directory with a fresh ID and its first status, and indexes it.
+    /// Creates a unit directory with a fresh ID and its first status, and indexes it. An ID
+    /// is drawn again if a unit in memory or a directory on disk already has it.
     async fn allocate(
         &self,
         worker: Arc<dyn Worker>,
         status: Status,
     ) -> Result<Arc<Unit>, WorkError> {
         let data_dir = self.inner.data_dir.clone();
-        let taken: std::collections::BTreeSet<UnitId> = self.units().keys().cloned().collect();
-        let (id, dir) = blocking(move || -> std::io::Result<(UnitId, PathBuf)> {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&data_dir)?;
-            loop {
-                let id = UnitId::generate()
-                    .map_err(|_| std::io::Error::other("system random source failed"))?;
-                if taken.contains(&id) {
-                    continue;
-                }
-                let dir = data_dir.join(id.as_str());
-                match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                    Ok(()) => return Ok((id, dir)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        })
-        .await
-        .map_err(|e| {
+        let io_error = |e| {
             WorkError::io(
-                format!(
-                    "cannot create a unit directory in {}",
-                    self.inner.data_dir.display()
-                ),
+                format!("cannot create a unit directory in {}", data_dir.display()),
                 e,
             )
-        })?;
+        };
+        let (id, dir) = loop {
+            let id = UnitId::generate()
+                .map_err(|_| io_error(std::io::Error::other("system random source failed")))?;
+            if self.lookup(&id).is_some() {
+                continue;
+            }
+            let dir = data_dir.join(id.as_str());
+            let created = blocking({
+                let (data_dir, dir) = (data_dir.clone(), dir.clone());
+                move || -> std::io::Result<bool> {
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&data_dir)?;
+                    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await
+            .map_err(io_error)?;
+            if created {
+                break (id, dir);
+            }
+        };
         let unit = Unit::new(id, dir, Some(worker), status.clone());
         if let Err(error) = unit.store(status).await {
             let _ = std::fs::remove_dir_all(unit.dir());

@@ -332,8 +332,7 @@ pub(crate) fn runner_alive(pid: Pid, unit_dir: &Path) -> bool {
             // A zombie has an empty command line: it is gone.
             let args: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
             let unitdir = format!("unitdir={}", unit_dir.display());
-            args.iter().any(|a| *a == b"--command-runner")
-                && args.iter().any(|a| *a == unitdir.as_bytes())
+            args.contains(&b"--command-runner".as_slice()) && args.contains(&unitdir.as_bytes())
         }
         // No /proc (not Linux): the signal test is all we have.
         Err(_) => !Path::new("/proc/self").exists(),

@@ -90,8 +90,13 @@ impl Reporter {
 
 async fn run_unit(config: &CommandRunnerConfig) -> i32 {
     let dir = config.unit_dir.clone();
-    if !dir.is_dir() {
-        tracing::error!(unitdir = %dir.display(), "command runner: the unit directory does not exist");
+    // Only a unit directory: its name must be a unit ID (no `..`, no `/etc`).
+    let named_like_a_unit = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| super::UnitId::parse(n).is_ok());
+    if !named_like_a_unit || !dir.is_dir() {
+        tracing::error!(unitdir = %dir.display(), "command runner: not a work unit directory");
         return FAILURE_EXIT;
     }
     // Signals first, so a cancel arriving during start-up is not lost.
