@@ -37,6 +37,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use receptor_mesh::wire::WorkCommand;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -52,6 +53,8 @@ use crate::config::{Config, LogLevel, WorkCommandConfig};
 
 /// The work type every node has for work sent to other nodes (not advertised).
 pub const REMOTE_WORK_TYPE: &str = "remote";
+/// Unit directories read at once during recovery.
+const RECOVERY_CONCURRENCY: usize = 32;
 /// How often a running unit's status file is checked for changes.
 pub(crate) const STATUS_POLL: Duration = Duration::from_millis(250);
 
@@ -472,23 +475,31 @@ impl WorkEngine {
                 return report;
             }
         };
+        let mut ids = Vec::new();
         for name in names {
-            let Ok(id) = UnitId::parse(&name) else {
-                tracing::warn!(dir = %self.inner.data_dir.join(&name).display(), "not a work unit directory (bad name), skipped");
-                report.skipped.push(name);
-                continue;
-            };
-            if self.lookup(&id).is_some() {
-                continue;
+            match UnitId::parse(&name) {
+                Ok(id) if self.lookup(&id).is_none() => ids.push(id),
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(dir = %self.inner.data_dir.join(&name).display(), "not a work unit directory (bad name), skipped");
+                    report.skipped.push(name);
+                }
             }
-            if let Some((unit, problem)) = self.load_unit(&id).await {
+        }
+        // Loads overlap (they are file reads); results are indexed as they come.
+        let mut loads = futures_util::stream::iter(ids)
+            .map(|id| async move { (self.load_unit(&id).await, id) })
+            .buffer_unordered(RECOVERY_CONCURRENCY);
+        while let Some((loaded, id)) = loads.next().await {
+            if let Some((unit, problem)) = loaded {
                 report.units += 1;
                 if let Some(problem) = problem {
-                    report.failed.push((name, problem));
+                    report.failed.push((id.to_string(), problem));
                 }
                 self.insert(unit);
             }
         }
+        report.failed.sort();
         if report.units > 0 {
             tracing::info!(
                 units = report.units,
@@ -794,7 +805,7 @@ impl WorkEngine {
                 if !dir.is_dir() || !file.path().exists() {
                     return Ok(Err(LoadError::Missing(file.path().to_owned())));
                 }
-                Ok(file.load())
+                Ok(file.load_fast())
             }
         })
         .await

@@ -245,7 +245,7 @@ impl Unit {
                 return Ok::<_, std::io::Error>(stamp.or(last));
             }
             let _guard = unit.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-            match unit.file.load() {
+            match unit.file.load_fast() {
                 Ok(status) => {
                     unit.publish(status);
                     Ok(stamp)
