@@ -619,3 +619,36 @@ async fn listing_ten_thousand_units_is_fast() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn releasing_a_unit_ends_its_results_stream() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = engine_at(dir.path(), standard_types())?;
+    let id = submit(&engine, "sh", Some("'echo first; sleep 30'"), b"").await?;
+    wait_state(&engine, &id, |s| s.stdout_size > 0).await?;
+    let mut stream = engine.results(&id, 0, "", Caller::Unix).await?;
+    assert_eq!(stream.next_chunk().await?.as_deref(), Some(&b"first\n"[..]));
+    let reader = tokio::spawn(async move { stream.next_chunk().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.release(&id, true, "", Caller::Unix).await?;
+    let rest = tokio::time::timeout(Duration::from_secs(5), reader).await???;
+    assert_eq!(rest, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_or_reserved_work_types_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for types in [
+        vec![command("cat", "cat", ""), command("cat", "tac", "")],
+        vec![command("remote", "cat", "")],
+    ] {
+        let name = types
+            .last()
+            .map(|t| t.work_type.clone())
+            .unwrap_or_default();
+        let error = engine_at(dir.path(), types).err().map(|e| e.to_string());
+        assert_eq!(error, Some(format!("work type {name} already registered")));
+    }
+    Ok(())
+}
