@@ -548,6 +548,10 @@ impl WorkEngine {
     /// # Errors
     /// Signature, unknown type, parameters refused, remote work, or the unit directory could
     /// not be created.
+    ///
+    /// # Cancel safety
+    /// Dropped after the unit was allocated, the unit stays `Pending` until the next restart
+    /// marks it `Failed / Pending at restart`.
     pub async fn submit(
         &self,
         request: SubmitRequest,
@@ -663,6 +667,10 @@ impl WorkEngine {
     ///
     /// # Errors
     /// Unknown unit, signature, or the worker failed.
+    ///
+    /// # Cancel safety
+    /// Dropped midway (daemon shutdown), the process may have been interrupted without the
+    /// unit being marked Canceled: the runner then records `Failed / Killed`.
     pub async fn cancel(
         &self,
         unit: &str,
@@ -687,6 +695,10 @@ impl WorkEngine {
     ///
     /// # Errors
     /// Unknown unit, signature, or cancel/delete failed (without `force`).
+    ///
+    /// # Cancel safety
+    /// Dropped midway, the unit may be cancelled but not yet deleted; releasing it again
+    /// finishes the job.
     pub async fn release(
         &self,
         unit: &str,

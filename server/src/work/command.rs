@@ -76,8 +76,9 @@ fn combine_params(base: &str, runtime: &str) -> String {
 pub(crate) struct CommandWorker {
     config: WorkCommandConfig,
     launcher: Arc<Launcher>,
-    /// Runners this process started, by unit ID: their exit is observed by the monitor.
-    runners: std::sync::Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Runners this process started and that still run, by unit ID: their exit is observed
+    /// by the monitor, which removes the entry.
+    runners: Arc<std::sync::Mutex<HashMap<String, watch::Receiver<bool>>>>,
 }
 
 impl CommandWorker {
@@ -85,7 +86,7 @@ impl CommandWorker {
         Self {
             config,
             launcher,
-            runners: std::sync::Mutex::new(HashMap::new()),
+            runners: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -166,6 +167,7 @@ impl CommandWorker {
             .insert(unit.id().to_string(), exited_rx);
         tracing::debug!(unit = %unit.id(), pid, "command runner started");
         let monitored = Arc::clone(unit);
+        let runners = Arc::clone(&self.runners);
         spawner.spawn(async move {
             let mut stamp = None;
             let exit = loop {
@@ -182,6 +184,10 @@ impl CommandWorker {
             };
             runner_gone(&monitored, &format!("command runner exited ({how})")).await;
             let _ = exited_tx.send(true);
+            runners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(monitored.id().as_str());
         });
         Ok(StartOutcome::Started)
     }
