@@ -359,6 +359,7 @@ struct Inner {
     node_id: String,
     data_dir: PathBuf,
     types: BTreeMap<String, Arc<dyn Worker>>,
+    type_order: Vec<String>,
     units: std::sync::Mutex<BTreeMap<UnitId, Arc<Unit>>>,
     verification_key: Option<PathBuf>,
     signer: Option<Signer>,
@@ -389,11 +390,13 @@ impl WorkEngine {
             log_level: config.log_level,
         });
         let mut types: BTreeMap<String, Arc<dyn Worker>> = BTreeMap::new();
+        let mut type_order = Vec::new();
         for command in config.commands {
             let name = command.work_type.clone();
             if name == REMOTE_WORK_TYPE || types.contains_key(&name) {
                 return Err(BuildError::DuplicateWorkType(name));
             }
+            type_order.push(name.clone());
             types.insert(
                 name,
                 Arc::new(command::CommandWorker::new(command, Arc::clone(&launcher))),
@@ -405,6 +408,7 @@ impl WorkEngine {
                 node_id: config.node_id,
                 data_dir: config.data_dir,
                 types,
+                type_order,
                 units: std::sync::Mutex::new(BTreeMap::new()),
                 verification_key: config.verification_key,
                 signer: config.signer,
@@ -432,11 +436,13 @@ impl WorkEngine {
         self.inner.signer.as_ref()
     }
 
-    /// The work types to advertise (`WorkCommands`): every configured type, `remote` never.
+    /// The work types to advertise (`WorkCommands`): every configured type in configuration
+    /// order (as Go registers them), `remote` never.
     pub fn work_commands(&self) -> Vec<WorkCommand> {
         self.inner
-            .types
-            .values()
+            .type_order
+            .iter()
+            .filter_map(|name| self.inner.types.get(name))
             .map(|w| WorkCommand {
                 work_type: w.work_type().to_owned(),
                 secure: w.verify_signature(),

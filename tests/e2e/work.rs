@@ -312,7 +312,7 @@ async fn receptorctl_work_commands() -> Result<()> {
     // The work types are advertised in status.
     let human = node.ctl(&["status"]).await?;
     assert!(
-        human.stdout.contains("cat, echo, emit, fail, sleep"),
+        human.stdout.contains("cat, echo, sleep, fail, emit"),
         "{}",
         human.stdout
     );
@@ -698,5 +698,69 @@ async fn running_work_survives_a_daemon_restart() -> Result<()> {
     let pending = node.status("Pending9").await?;
     assert_eq!(pending["Detail"], "Pending at restart");
     assert_eq!(pending["StateName"], "Failed");
+    Ok(())
+}
+
+/// The receptorctl suite's access_control node: OpenSSH-format signing keys (which never
+/// parse) must not stop the node, and signed types advertise as secure.
+#[tokio::test]
+async fn access_control_node_starts_with_openssh_keys() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("signwork_key");
+    let keygen = tokio::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .await
+        .context("ssh-keygen is needed (the receptorctl suite uses it too)")?;
+    ensure!(keygen.success(), "ssh-keygen failed");
+    let d = dir.path().display();
+    let yaml = format!(
+        r#"---
+- node:
+    id: node1
+    datadir: {d}/data
+- log-level: debug
+- local-only:
+- control-service:
+    service: control
+    filename: {d}/node1.sock
+- work-signing:
+    privatekey: {d}/signwork_key
+    tokenexpiration: 10h30m
+- work-verification:
+    publickey: {d}/signwork_key.pub
+- work-command:
+    workType: signed-echo
+    command: bash
+    params: "-c \"while read -r line; do echo ${{line^^}}; done\""
+    verifysignature: true
+- work-command:
+    workType: unsigned-echo
+    command: bash
+    params: "-c \"while read -r line; do echo ${{line^^}}; done\""
+"#
+    );
+    let daemon = Daemon::start_yaml("node1", dir.path(), &yaml).await?;
+    daemon.wait_log("control socket listening").await?;
+    let socket = dir.path().join("node1.sock");
+    let status = crate::harness::status_json(&socket).await?;
+    let commands = status["Advertisements"][0]["WorkCommands"].clone();
+    assert_eq!(
+        commands,
+        serde_json::json!([
+            {"WorkType": "signed-echo", "Secure": true},
+            {"WorkType": "unsigned-echo", "Secure": false}
+        ])
+    );
+    // Unix-socket clients are trusted: no signature needed.
+    for work_type in ["signed-echo", "unsigned-echo"] {
+        let out = receptorctl(&socket, &["work", "submit", work_type, "-l", "shout", "-f"]).await?;
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (Some(0), "SHOUT\n"),
+            "{out:?}"
+        );
+    }
     Ok(())
 }
