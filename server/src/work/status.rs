@@ -442,4 +442,31 @@ mod tests {
         assert!(matches!(file.load(), Err(LoadError::Corrupt { .. })));
         Ok(())
     }
+
+    /// Go's `lockedfile` uses flock(2); ours must be the same kind of lock, or a Go runner and
+    /// this process would not exclude each other. util-linux `flock` uses flock(2) too.
+    #[test]
+    fn the_lock_is_an_flock() -> Result<(), Box<dyn std::error::Error>> {
+        let Ok(probe) = std::process::Command::new("flock").arg("--version").output() else {
+            return Ok(()); // no util-linux here
+        };
+        if !probe.status.success() {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir()?;
+        let file = StatusFile::new(dir.path());
+        let lock_path = dir.path().join("status.lock");
+        let try_flock = || {
+            std::process::Command::new("flock")
+                .args(["-n", "-E", "42"])
+                .arg(&lock_path)
+                .arg("true")
+                .status()
+        };
+        let held = file.lock()?;
+        assert_eq!(try_flock()?.code(), Some(42), "flock(2) did not see our lock");
+        drop(held);
+        assert_eq!(try_flock()?.code(), Some(0));
+        Ok(())
+    }
 }
