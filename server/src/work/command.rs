@@ -43,6 +43,22 @@ pub(crate) struct Launcher {
     pub(crate) log_level: LogLevel,
 }
 
+impl Launcher {
+    /// The executable to run. After a package upgrade replaced our binary, Linux reports our
+    /// own executable as `<path> (deleted)`: the new binary at `<path>` is then used, as Go
+    /// (which runs `os.Args[0]`) would.
+    fn program(&self) -> PathBuf {
+        if self.exe.exists() {
+            return self.exe.clone();
+        }
+        let text = self.exe.to_string_lossy();
+        match text.strip_suffix(" (deleted)") {
+            Some(original) => PathBuf::from(original),
+            None => self.exe.clone(),
+        }
+    }
+}
+
 /// `ExtraData` of a command unit, in Go's field order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct CommandExtra {
@@ -114,7 +130,7 @@ impl CommandWorker {
             LogLevel::Info => "info",
             LogLevel::Debug => "debug",
         };
-        let mut command = tokio::process::Command::new(&self.launcher.exe);
+        let mut command = tokio::process::Command::new(self.launcher.program());
         command
             .args([
                 "--node",
@@ -136,7 +152,7 @@ impl CommandWorker {
             Err(error) => {
                 let text = format!(
                     "fork/exec {}: {}",
-                    self.launcher.exe.display(),
+                    self.launcher.program().display(),
                     super::go_io_error(&error)
                 );
                 unit.set_state(
@@ -337,8 +353,21 @@ pub(crate) fn runner_alive(pid: Pid, unit_dir: &Path) -> bool {
         Ok(bytes) => {
             // A zombie has an empty command line: it is gone.
             let args: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-            let unitdir = format!("unitdir={}", unit_dir.display());
-            args.contains(&b"--command-runner".as_slice()) && args.contains(&unitdir.as_bytes())
+            // Compare the last two components (<node>/<unit>), so a data directory spelled
+            // differently since (relative, trailing slash, symlink) still matches.
+            let tail = |p: &Path| {
+                let unit = p.file_name().map(|n| n.to_owned());
+                let node = p.parent().and_then(Path::file_name).map(|n| n.to_owned());
+                (node, unit)
+            };
+            let wanted = tail(unit_dir);
+            args.contains(&b"--command-runner".as_slice())
+                && args.iter().any(|arg| {
+                    std::str::from_utf8(arg)
+                        .ok()
+                        .and_then(|a| a.strip_prefix("unitdir="))
+                        .is_some_and(|dir| tail(Path::new(dir)) == wanted)
+                })
         }
         // No /proc (not Linux): the signal test is all we have.
         Err(_) => !Path::new("/proc/self").exists(),
@@ -442,6 +471,19 @@ mod tests {
         );
         let empty: BTreeMap<String, String> = [("params".into(), String::new())].into();
         assert!(worker("", false).prepare(&empty).is_ok());
+    }
+
+    #[test]
+    fn a_replaced_binary_is_found_at_its_path() {
+        let launcher = |exe: &str| Launcher {
+            exe: PathBuf::from(exe),
+            log_level: LogLevel::Info,
+        };
+        assert_eq!(launcher("/bin/sh").program(), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            launcher("/usr/bin/receptor (deleted)").program(),
+            PathBuf::from("/usr/bin/receptor")
+        );
     }
 
     #[test]

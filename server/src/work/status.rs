@@ -447,7 +447,10 @@ mod tests {
     /// this process would not exclude each other. util-linux `flock` uses flock(2) too.
     #[test]
     fn the_lock_is_an_flock() -> Result<(), Box<dyn std::error::Error>> {
-        let Ok(probe) = std::process::Command::new("flock").arg("--version").output() else {
+        let Ok(probe) = std::process::Command::new("flock")
+            .arg("--version")
+            .output()
+        else {
             return Ok(()); // no util-linux here
         };
         if !probe.status.success() {
@@ -464,7 +467,11 @@ mod tests {
                 .status()
         };
         let held = file.lock()?;
-        assert_eq!(try_flock()?.code(), Some(42), "flock(2) did not see our lock");
+        assert_eq!(
+            try_flock()?.code(),
+            Some(42),
+            "flock(2) did not see our lock"
+        );
         drop(held);
         assert_eq!(try_flock()?.code(), Some(0));
         Ok(())
