@@ -272,14 +272,17 @@ impl CommandWorker {
         if status.state.is_final() {
             return Ok(());
         }
-        if status.state == State::PENDING {
+        let pid = CommandExtra::parse(status.extra_data.as_deref()).map_or(0, |e| e.pid);
+        let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        // Go fails every Pending unit; one whose runner was already started (the daemon
+        // stopped just after launching it) is still running, so it is monitored instead.
+        let launched = pid.is_some_and(|pid| runner_alive(pid, unit.dir()));
+        if status.state == State::PENDING && !launched {
             let size = unit.stdout_size().await;
             unit.set_state(State::FAILED, "Pending at restart", Some(size))
                 .await;
             return Ok(());
         }
-        let pid = CommandExtra::parse(status.extra_data.as_deref()).map_or(0, |e| e.pid);
-        let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
         let monitored = Arc::clone(unit);
         spawner.spawn(async move {
             let mut stamp = None;
