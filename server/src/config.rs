@@ -286,11 +286,7 @@ const UNSUPPORTED: &[Check] = &[
     ("udp-client", |c| !c.udp_clients.is_empty()),
     ("unix-socket-server", |c| !c.unix_socket_servers.is_empty()),
     ("unix-socket-client", |c| !c.unix_socket_clients.is_empty()),
-    ("work-command", |c| !c.work_commands.is_empty()),
     ("work-kubernetes", |c| !c.work_kubernetes.is_empty()),
-    ("work-signing", |c| c.work_signing.is_some()),
-    ("work-verification", |c| c.work_verification.is_some()),
-    ("command-runner", |c| c.command_runner.is_some()),
 ];
 
 /// Problems for what `config` uses that this build does not implement yet

@@ -19,8 +19,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use self::command::{Command, Parsed};
+use self::command::{Command, Parsed, WorkCommand};
+use crate::gojson::{escape, go_string, to_go_json};
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
+use crate::work::{Caller, ExtraData, Outcome, UnitStatus};
 
 /// Longest accepted command line. Go has no limit; we refuse to buffer more than this.
 pub const MAX_LINE: usize = 1 << 20;
@@ -129,7 +131,7 @@ impl UnixControl {
                         sessions.spawn(async move {
                             tokio::select! {
                                 () = cancel.cancelled() => {}
-                                result = serve_session(stream, &ops) => {
+                                result = serve_session_as(stream, &ops, Caller::Unix) => {
                                     if let Err(error) = result {
                                         tracing::debug!(%error, "control session ended with an error");
                                     }
@@ -149,7 +151,9 @@ impl UnixControl {
     }
 }
 
-/// Runs one control session on any byte stream: greeting, then commands until EOF.
+/// Runs one control session on any byte stream: greeting, then commands until EOF. The
+/// connection counts as a network one (work signatures are verified); Unix sockets use
+/// [`serve_session_as`] with [`Caller::Unix`].
 ///
 /// # Errors
 /// An I/O error on the stream.
@@ -157,9 +161,20 @@ pub async fn serve_session<S>(stream: S, ops: &Ops) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    serve_session_as(stream, ops, Caller::Network).await
+}
+
+/// [`serve_session`] for a connection of the given kind.
+///
+/// # Errors
+/// An I/O error on the stream.
+pub async fn serve_session_as<S>(stream: S, ops: &Ops, caller: Caller) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (reader, mut writer) = tokio::io::split(stream);
-    // The buffered reader is kept for the whole session so that bytes read past a line (raw
-    // payloads, later) are never lost.
+    // The buffered reader is kept for the whole session so that bytes read past a line (a
+    // `work submit` payload) are never lost.
     let mut reader = BufReader::new(reader);
     writer
         .write_all(format!("Receptor Control, node {}\n", ops.node().id()).as_bytes())
@@ -182,7 +197,16 @@ where
         line.retain(|&b| b != b'\r' && b != b'\n');
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
-            let reply = execute(command::parse(&text), ops).await;
+            let reply = match command::parse(&text) {
+                Parsed::Command(Command::Work(work)) => {
+                    match run_work(work, ops, caller, &mut reader, &mut writer).await? {
+                        Some(reply) => reply,
+                        // The work command closed the connection.
+                        None => return Ok(()),
+                    }
+                }
+                parsed => execute(parsed, ops).await,
+            };
             writer.write_all(reply.as_bytes()).await?;
             writer.flush().await?;
         }
@@ -191,6 +215,139 @@ where
             return Ok(());
         }
     }
+}
+
+/// Runs a `work` subcommand. Returns the reply line, or `None` once the session is over: a
+/// results stream was sent, or a payload upload failed (the connection is then closed).
+async fn run_work<R, W>(
+    work: WorkCommand,
+    ops: &Ops,
+    caller: Caller,
+    reader: &mut R,
+    writer: &mut W,
+) -> std::io::Result<Option<String>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let reply = match work {
+        WorkCommand::List { unit_id } => ops
+            .work_list(unit_id.as_deref())
+            .await
+            .map(|units| unit_map_json(&units)),
+        WorkCommand::Status { unit_id } => ops
+            .work_status(&unit_id)
+            .await
+            .map(|status| unit_status_json(&status)),
+        WorkCommand::Submit(request) => match ops.work_submit(request, caller).await {
+            Err(error) => Err(error),
+            Ok(mut submission) => {
+                let id = submission.unit_id().to_owned();
+                writer
+                    .write_all(
+                        format!("Work unit created with ID {id}. Send stdin data and EOF.\n")
+                            .as_bytes(),
+                    )
+                    .await?;
+                writer.flush().await?;
+                // Every byte until EOF is payload, streamed to the unit's stdin file.
+                match submission.receive(reader).await {
+                    Err(error) => {
+                        // What the client still sends is payload, never commands: the
+                        // session ends here.
+                        writer
+                            .write_all(format!("ERROR: {error}\n").as_bytes())
+                            .await?;
+                        let _ = writer.shutdown().await;
+                        return Ok(None);
+                    }
+                    Ok(_) => submission.start().await.map(|outcome| {
+                        format!(
+                            "{{\"result\":{},\"unitid\":{}}}",
+                            go_string(outcome.as_str()),
+                            go_string(&id)
+                        )
+                    }),
+                }
+            }
+        },
+        WorkCommand::Results {
+            unit_id,
+            start_pos,
+            signature,
+        } => match ops
+            .work_results(&unit_id, start_pos, &signature, caller)
+            .await
+        {
+            Err(error) => Err(error),
+            Ok(stream) => {
+                writer
+                    .write_all(format!("Streaming results for work unit {unit_id}\n").as_bytes())
+                    .await?;
+                if let Err(error) = stream.copy_to(writer).await {
+                    tracing::debug!(unit = %unit_id, %error, "results stream ended early");
+                }
+                let _ = writer.shutdown().await;
+                return Ok(None);
+            }
+        },
+        WorkCommand::Cancel { unit_id, signature } => ops
+            .work_cancel(&unit_id, &signature, caller)
+            .await
+            .map(|outcome| outcome_json(outcome, "cancelled", "cancel pending", &unit_id)),
+        WorkCommand::Release {
+            unit_id,
+            signature,
+            force,
+        } => ops
+            .work_release(&unit_id, force, &signature, caller)
+            .await
+            .map(|outcome| outcome_json(outcome, "released", "release pending", &unit_id)),
+    };
+    Ok(Some(match reply {
+        Ok(json) => format!("{json}\n"),
+        Err(error) => format!("ERROR: {error}\n"),
+    }))
+}
+
+fn outcome_json(outcome: Outcome, done: &str, pending: &str, unit_id: &str) -> String {
+    let key = match outcome {
+        Outcome::Done => done,
+        Outcome::Pending => pending,
+    };
+    format!("{{{}:{}}}", go_string(key), go_string(unit_id))
+}
+
+/// A unit's status as Go renders its map: keys sorted.
+fn unit_status_json(status: &UnitStatus) -> String {
+    let extra = match &status.extra_data {
+        ExtraData::Null => "null".to_owned(),
+        ExtraData::Json(raw) => escape(raw),
+        ExtraData::UnknownWorkType => go_string("Unknown WorkType"),
+    };
+    format!(
+        "{{\"Detail\":{},\"ExtraData\":{},\"State\":{},\"StateName\":{},\"StdoutSize\":{},\"WorkType\":{}}}",
+        go_string(&status.detail),
+        extra,
+        status.state.0,
+        go_string(&status.state.name()),
+        status.stdout_size,
+        go_string(&status.work_type),
+    )
+}
+
+fn unit_map_json(units: &std::collections::BTreeMap<String, UnitStatus>) -> String {
+    let mut out = String::from("{");
+    for (i, (id, status)) in units.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&go_string(id));
+        out.push(':');
+        out.push_str(&unit_status_json(status));
+    }
+    out.push('}');
+    out
 }
 
 async fn execute(parsed: Parsed, ops: &Ops) -> String {
@@ -215,31 +372,13 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
                 .collect();
             to_go_json(&map)
         }
+        // Handled by `run_work`, which needs the connection.
+        Command::Work(_) => return "ERROR: bad command\n".to_owned(),
     };
     format!("{rendered}\n")
 }
 
 // === rendering ===
-
-/// Serialises like Go's `encoding/json`: compact, with `<`, `>`, `&`, U+2028 and U+2029
-/// escaped. Those characters can only occur inside JSON strings, so replacing them in the
-/// output is exact.
-fn to_go_json<T: Serialize>(value: &T) -> String {
-    let text =
-        serde_json::to_string(value).unwrap_or_else(|error| format!("{{\"Error\":\"{error}\"}}"));
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// A float as Go encodes it (`1`, not `1.0`).
 struct GoFloat(f64);
@@ -405,5 +544,87 @@ impl Serialize for HopJson<'_> {
         map.serialize_entry("Time", &u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX))?;
         map.serialize_entry("TimeStr", &go_duration(rtt))?;
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::work::State;
+
+    fn status(
+        state: State,
+        detail: &str,
+        size: i64,
+        work_type: &str,
+        extra: ExtraData,
+    ) -> UnitStatus {
+        UnitStatus {
+            state,
+            detail: detail.into(),
+            stdout_size: size,
+            work_type: work_type.into(),
+            extra_data: extra,
+        }
+    }
+
+    /// Lines copied from vectors/go-control-transcripts.jsonl (Go 1.4.9 replies).
+    #[test]
+    fn unit_status_renders_byte_for_byte_like_go() {
+        let cat = status(State::SUCCEEDED, "exit status 0", 6, "cat", ExtraData::Null);
+        assert_eq!(
+            unit_status_json(&cat),
+            r#"{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":6,"WorkType":"cat"}"#
+        );
+        let canceled = status(State::CANCELED, "Canceled", 0, "sleep", ExtraData::Null);
+        assert_eq!(
+            unit_status_json(&canceled),
+            r#"{"Detail":"Canceled","ExtraData":null,"State":4,"StateName":"Canceled","StdoutSize":0,"WorkType":"sleep"}"#
+        );
+        let echo = status(
+            State::SUCCEEDED,
+            "exit status 0",
+            21,
+            "echo",
+            ExtraData::Null,
+        );
+        let units: BTreeMap<String, UnitStatus> =
+            [("xk07MWEr".to_owned(), cat), ("gYqB5Vru".to_owned(), echo)].into();
+        assert_eq!(
+            unit_map_json(&units),
+            r#"{"gYqB5Vru":{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":21,"WorkType":"echo"},"xk07MWEr":{"Detail":"exit status 0","ExtraData":null,"State":2,"StateName":"Succeeded","StdoutSize":6,"WorkType":"cat"}}"#
+        );
+        assert_eq!(unit_map_json(&BTreeMap::new()), "{}");
+        // ExtraData keeps its struct order (Go marshals a struct there, not a map).
+        let running = status(
+            State::RUNNING,
+            "Running: PID 12",
+            0,
+            "sleep",
+            ExtraData::Json(r#"{"Pid":11,"Params":"30 <&>"}"#.into()),
+        );
+        assert_eq!(
+            unit_status_json(&running),
+            r#"{"Detail":"Running: PID 12","ExtraData":{"Pid":11,"Params":"30 \u003c\u0026\u003e"},"State":1,"StateName":"Running","StdoutSize":0,"WorkType":"sleep"}"#
+        );
+        let unknown = status(State(7), "x", 0, "kube", ExtraData::UnknownWorkType);
+        assert_eq!(
+            unit_status_json(&unknown),
+            r#"{"Detail":"x","ExtraData":"Unknown WorkType","State":7,"StateName":"Unknown: 7","StdoutSize":0,"WorkType":"kube"}"#
+        );
+    }
+
+    #[test]
+    fn outcomes_render_like_go() {
+        assert_eq!(
+            outcome_json(Outcome::Done, "cancelled", "cancel pending", "nFaAAR3V"),
+            r#"{"cancelled":"nFaAAR3V"}"#
+        );
+        assert_eq!(
+            outcome_json(Outcome::Pending, "released", "release pending", "u"),
+            r#"{"release pending":"u"}"#
+        );
     }
 }

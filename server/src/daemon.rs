@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::control::{BindError, UnixControl};
 use crate::ops::Ops;
 use crate::tls::{TlsConfigs, TlsPrepareError};
+use crate::work::{EngineConfig, WorkEngine};
 
 /// The version this build reports (`status`, `--version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -65,6 +66,9 @@ pub enum SpawnError {
     /// A control socket could not be opened.
     #[error("cannot open control service")]
     Control(#[from] BindError),
+    /// The work engine could not be set up.
+    #[error("cannot start the work engine")]
+    Work(#[from] crate::work::BuildError),
     /// The control service's mesh name is taken or invalid.
     #[error("cannot register control service {service:?} on the mesh")]
     ControlService {
@@ -88,6 +92,7 @@ pub struct Daemon {
     node: Node,
     ops: Ops,
     tls: TlsConfigs,
+    work: WorkEngine,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
     tcp_listeners: Vec<SocketAddr>,
@@ -241,14 +246,18 @@ impl Daemon {
             node.add_backend(dialer);
         }
 
-        let ops = Ops::new(node.clone(), VERSION);
+        // Work: units are recovered before any control client is served.
+        let work = WorkEngine::new(EngineConfig::from_config(config)?)?;
+        work.recover().await;
+        let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
+        let ops = Ops::new(node.clone(), VERSION).with_work(work.clone());
         let mut control_sockets = Vec::new();
         for control in &config.control_services {
             if let Some(service) = &control.service {
                 let advertise = Advertise {
                     conn_type: 1,
                     tags: [("type".to_owned(), "Control Service".to_owned())].into(),
-                    work_commands: None,
+                    work_commands: work_commands.clone(),
                 };
                 let mut conn =
                     node.listen(Some(service), Some(advertise))
@@ -282,6 +291,7 @@ impl Daemon {
             node,
             ops,
             tls,
+            work,
             cancel,
             tasks,
             tcp_listeners,
@@ -332,6 +342,8 @@ impl Daemon {
         })
         .await;
         self.tasks.abort_all();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.work.shutdown(remaining).await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let node = self.node.shutdown(remaining).await;
         match (drained, node) {

@@ -7,11 +7,15 @@
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
 //! - [`tls`]: `tls-server` / `tls-client` files loaded into the mesh's TLS configurations.
 //! - [`certs`]: the `cert-init`, `cert-makereq` and `cert-signreq` utilities.
+//! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
+//! - `gojson`: JSON written as Go writes it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod gojson;
 pub mod ops;
 pub mod tls;
+pub mod work;

@@ -48,6 +48,11 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(runner) = &config.command_runner {
+        // The hidden entity a node uses to run one work unit (spec §2.6).
+        let code = receptor_server::work::runner::run(runner);
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     if !config.has_backends() {
         tracing::warn!("Nothing to do - no backends are running.");
         println!("Run receptor --help for command line instructions.");

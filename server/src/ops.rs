@@ -1,13 +1,18 @@
 //! The single implementation of every operation the control front-ends offer.
 //!
 //! The classic text protocol (`control`) and, later, gRPC are thin adapters over [`Ops`]:
-//! neither contains logic the other lacks.
+//! neither contains logic the other lacks. Work operations delegate to the
+//! [`WorkEngine`], which holds their logic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use receptor_mesh::Node;
 use receptor_mesh::node::{MAX_FORWARDING_HOPS, PingError, Status};
+
+use crate::work::{
+    Caller, Outcome, ResultStream, Submission, SubmitRequest, UnitStatus, WorkEngine, WorkError,
+};
 
 /// What `status` reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +52,7 @@ pub enum OpsError {
 pub struct Ops {
     node: Node,
     version: String,
+    work: Option<WorkEngine>,
 }
 
 impl Ops {
@@ -55,7 +61,98 @@ impl Ops {
         Self {
             node,
             version: version.into(),
+            work: None,
         }
+    }
+
+    /// Adds the work engine behind the `work` operations.
+    pub fn with_work(mut self, engine: WorkEngine) -> Self {
+        self.work = Some(engine);
+        self
+    }
+
+    /// The work engine, if this node has one.
+    pub fn work(&self) -> Option<&WorkEngine> {
+        self.work.as_ref()
+    }
+
+    fn engine(&self) -> Result<&WorkEngine, WorkError> {
+        self.work.as_ref().ok_or(WorkError::Unavailable)
+    }
+
+    /// `work list`: every unit, or just `unit`.
+    ///
+    /// # Errors
+    /// Unknown unit.
+    pub async fn work_list(
+        &self,
+        unit: Option<&str>,
+    ) -> Result<BTreeMap<String, UnitStatus>, WorkError> {
+        self.engine()?.list(unit).await
+    }
+
+    /// `work status`.
+    ///
+    /// # Errors
+    /// Unknown unit.
+    pub async fn work_status(&self, unit: &str) -> Result<UnitStatus, WorkError> {
+        self.engine()?.status(unit).await
+    }
+
+    /// `work submit`: allocates the unit; the caller streams the payload into the
+    /// [`Submission`] and starts it.
+    ///
+    /// # Errors
+    /// See [`WorkEngine::submit`].
+    pub async fn work_submit(
+        &self,
+        request: SubmitRequest,
+        caller: Caller,
+    ) -> Result<Submission, WorkError> {
+        self.engine()?.submit(request, caller).await
+    }
+
+    /// `work results`.
+    ///
+    /// # Errors
+    /// Unknown unit or signature.
+    pub async fn work_results(
+        &self,
+        unit: &str,
+        start_pos: i64,
+        signature: &str,
+        caller: Caller,
+    ) -> Result<ResultStream, WorkError> {
+        self.engine()?
+            .results(unit, start_pos, signature, caller)
+            .await
+    }
+
+    /// `work cancel`.
+    ///
+    /// # Errors
+    /// Unknown unit, signature, or the cancel failed.
+    pub async fn work_cancel(
+        &self,
+        unit: &str,
+        signature: &str,
+        caller: Caller,
+    ) -> Result<Outcome, WorkError> {
+        self.engine()?.cancel(unit, signature, caller).await
+    }
+
+    /// `work release` / `work force-release`.
+    ///
+    /// # Errors
+    /// Unknown unit, signature, or the release failed.
+    pub async fn work_release(
+        &self,
+        unit: &str,
+        force: bool,
+        signature: &str,
+        caller: Caller,
+    ) -> Result<Outcome, WorkError> {
+        self.engine()?.release(unit, force, signature, caller).await
     }
 
     /// The node these operations act on.

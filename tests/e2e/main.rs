@@ -5,3 +5,4 @@ mod cli;
 mod config;
 mod harness;
 mod mesh;
+mod work;

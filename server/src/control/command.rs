@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::work::SubmitRequest;
+
 /// A parsed control command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
@@ -16,7 +18,46 @@ pub(crate) enum Command {
     Ping { target: String },
     /// `traceroute <target>`.
     Traceroute { target: String },
+    /// `work <subcommand> ...`.
+    Work(WorkCommand),
 }
+
+/// A `work` subcommand (spec §1.3.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WorkCommand {
+    /// `work list [<unitid>]`.
+    List { unit_id: Option<String> },
+    /// `work status <unitid>` (a JSON `signature` is accepted and ignored, as in Go).
+    Status { unit_id: String },
+    /// `work submit <node> <worktype> [<params>...]`; the payload follows.
+    Submit(SubmitRequest),
+    /// `work results <unitid> [<startpos>]`.
+    Results {
+        unit_id: String,
+        start_pos: i64,
+        signature: String,
+    },
+    /// `work cancel <unitid>`.
+    Cancel { unit_id: String, signature: String },
+    /// `work release <unitid>` or `work force-release <unitid>`.
+    Release {
+        unit_id: String,
+        signature: String,
+        force: bool,
+    },
+}
+
+/// Keys of a JSON submit that are not work parameters.
+const SUBMIT_RESERVED: &[&str] = &[
+    "command",
+    "subcommand",
+    "node",
+    "worktype",
+    "tlsclient",
+    "ttl",
+    "signwork",
+    "signature",
+];
 
 /// The outcome of parsing a line: a command, or the `ERROR:` lines to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,11 +81,221 @@ pub(crate) fn parse(line: &str) -> Parsed {
         "status" => Err("status command does not take parameters".to_owned()),
         "ping" => target(params, "ping").map(|target| Command::Ping { target }),
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
+        "work" => work_plain(params).map(Command::Work),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
         Ok(command) => Parsed::Command(command),
         Err(error) => Parsed::Errors(vec![error]),
+    }
+}
+
+/// Plain-text `work`: tokens split on single spaces, as Go does (so empty tokens count).
+fn work_plain(params: &str) -> Result<WorkCommand, String> {
+    let tokens: Vec<&str> = params.split(' ').collect();
+    let sub = tokens[0].to_lowercase();
+    let unit = |i: usize| tokens[i].to_owned();
+    match sub.as_str() {
+        "submit" => {
+            if tokens.len() < 3 {
+                return Err("work submit requires a target node and work type".to_owned());
+            }
+            let mut request = SubmitRequest {
+                node: unit(1),
+                work_type: unit(2),
+                ..SubmitRequest::default()
+            };
+            if tokens.len() > 3 {
+                request
+                    .params
+                    .insert("params".to_owned(), tokens[3..].join(" "));
+            }
+            Ok(WorkCommand::Submit(request))
+        }
+        "list" => Ok(WorkCommand::List {
+            unit_id: tokens.get(1).map(|t| (*t).to_owned()),
+        }),
+        "status" | "cancel" | "release" | "force-release" => {
+            if tokens.len() < 2 {
+                return Err(format!("work {sub} requires a unit ID"));
+            }
+            if tokens.len() > 2 {
+                return Err(format!(
+                    "work {sub} does not take parameters after the unit ID"
+                ));
+            }
+            Ok(unit_command(&sub, unit(1), String::new()))
+        }
+        "results" => {
+            if tokens.len() < 2 {
+                return Err("work results requires a unit ID".to_owned());
+            }
+            if tokens.len() > 3 {
+                return Err(
+                    "work results only takes a unit ID and optional start position".to_owned(),
+                );
+            }
+            let start_pos = match tokens.get(2) {
+                Some(text) => go_parse_int(text)
+                    .map_err(|e| format!("error converting start position to integer: {e}"))?,
+                None => 0,
+            };
+            Ok(WorkCommand::Results {
+                unit_id: unit(1),
+                start_pos,
+                signature: String::new(),
+            })
+        }
+        _ => Err("bad command".to_owned()),
+    }
+}
+
+fn unit_command(sub: &str, unit_id: String, signature: String) -> WorkCommand {
+    match sub {
+        "status" => WorkCommand::Status { unit_id },
+        "cancel" => WorkCommand::Cancel { unit_id, signature },
+        force => WorkCommand::Release {
+            unit_id,
+            signature,
+            force: force == "force-release",
+        },
+    }
+}
+
+/// JSON `work`: Go's `strFromMap` / `intFromMap` rules and texts.
+fn work_json(object: &Map<String, Value>) -> Result<WorkCommand, String> {
+    let sub = str_field(object, "subcommand")?.to_lowercase();
+    let optional = |name: &str| str_field(object, name).ok();
+    match sub.as_str() {
+        "submit" => {
+            if let Some((key, _)) = object.iter().find(|(_, v)| !v.is_string()) {
+                return Err(format!(
+                    "submit parameters must all be strings and {key} is not"
+                ));
+            }
+            let node = str_field(object, "node")?;
+            let work_type = str_field(object, "worktype")?;
+            let params = object
+                .iter()
+                .filter(|(k, _)| !SUBMIT_RESERVED.contains(&k.as_str()))
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
+            Ok(WorkCommand::Submit(SubmitRequest {
+                node,
+                work_type,
+                params,
+                tls_client: optional("tlsclient").unwrap_or_default(),
+                ttl: optional("ttl").unwrap_or_default(),
+                sign_work: optional("signwork").as_deref() == Some("true"),
+                signature: optional("signature").unwrap_or_default(),
+            }))
+        }
+        "status" | "cancel" | "release" | "force-release" => {
+            let unit_id = str_field(object, "unitid")?;
+            Ok(unit_command(
+                &sub,
+                unit_id,
+                optional("signature").unwrap_or_default(),
+            ))
+        }
+        "list" => Ok(WorkCommand::List {
+            unit_id: optional("unitid"),
+        }),
+        "results" => {
+            let unit_id = str_field(object, "unitid")?;
+            let start_pos = int_field(object, "startpos")?;
+            Ok(WorkCommand::Results {
+                unit_id,
+                start_pos,
+                signature: optional("signature").unwrap_or_default(),
+            })
+        }
+        _ => Err("bad command".to_owned()),
+    }
+}
+
+/// Go's `strFromMap`.
+fn str_field(object: &Map<String, Value>, name: &str) -> Result<String, String> {
+    match object.get(name) {
+        None => Err(format!("field {name} missing")),
+        Some(Value::String(value)) => Ok(value.clone()),
+        Some(_) => Err(format!("field {name} must be a string")),
+    }
+}
+
+/// Go's `intFromMap`: a JSON number (truncated); a string is refused even when numeric.
+fn int_field(object: &Map<String, Value>, name: &str) -> Result<i64, String> {
+    match object.get(name) {
+        None => Err(format!("field {name} missing")),
+        Some(Value::Number(n)) => Ok(n
+            .as_i64()
+            .unwrap_or_else(|| n.as_f64().map_or(0, |f| f as i64))),
+        Some(Value::String(text)) => match go_parse_int(text) {
+            Err(error) => Err(error),
+            Ok(_) => Err(format!(
+                "field {name} value {text} is not convertible to an int"
+            )),
+        },
+        Some(other) => Err(format!(
+            "field {name} value {} is not convertible to an int",
+            go_fmt_s(other)
+        )),
+    }
+}
+
+/// Go's `strconv.ParseInt(text, 10, 64)`, with its error texts.
+fn go_parse_int(text: &str) -> Result<i64, String> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "strconv.ParseInt: parsing {}: invalid syntax",
+            go_quote(text)
+        ));
+    }
+    text.parse::<i64>().map_err(|_| {
+        format!(
+            "strconv.ParseInt: parsing {}: value out of range",
+            go_quote(text)
+        )
+    })
+}
+
+/// Go's `strconv.Quote`, for the texts that end up in error messages.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `fmt.Sprintf("%s", v)` of a decoded JSON value that is not a string or number.
+fn go_fmt_s(value: &Value) -> String {
+    match value {
+        Value::Null => "%!s(<nil>)".to_owned(),
+        Value::Bool(b) => format!("%!s(bool={b})"),
+        Value::Number(n) => format!("%!s(float64={n})"),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(go_fmt_s).collect::<Vec<_>>().join(" ")
+        ),
+        Value::Object(map) => format!(
+            "map[{}]",
+            map.iter()
+                .map(|(k, v)| format!("{k}:{}", go_fmt_s(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     }
 }
 
@@ -91,6 +342,7 @@ fn parse_json(line: &str) -> Parsed {
         "traceroute" => {
             json_target(&object, "traceroute").map(|target| Command::Traceroute { target })
         }
+        "work" => work_json(&object).map(Command::Work),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
@@ -242,5 +494,259 @@ mod tests {
             errors(r#"{"command":"ping","target":3}"#),
             ["ping target must be string"]
         );
+    }
+
+    fn work(line: &str) -> WorkCommand {
+        match parse(line) {
+            Parsed::Command(Command::Work(w)) => w,
+            other => panic!("expected a work command for {line:?}, got {other:?}"),
+        }
+    }
+
+    fn submit(node: &str, work_type: &str, params: &[(&str, &str)]) -> WorkCommand {
+        WorkCommand::Submit(SubmitRequest {
+            node: node.into(),
+            work_type: work_type.into(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..SubmitRequest::default()
+        })
+    }
+
+    #[test]
+    fn work_plain_text_subcommands() {
+        let cases: Vec<(&str, WorkCommand)> = vec![
+            ("work list", WorkCommand::List { unit_id: None }),
+            (
+                "work list gYqB5Vru",
+                WorkCommand::List {
+                    unit_id: Some("gYqB5Vru".into()),
+                },
+            ),
+            (
+                "work list a extra ignored",
+                WorkCommand::List {
+                    unit_id: Some("a".into()),
+                },
+            ),
+            ("WORK LIST", WorkCommand::List { unit_id: None }),
+            (
+                "work status xk07MWEr",
+                WorkCommand::Status {
+                    unit_id: "xk07MWEr".into(),
+                },
+            ),
+            (
+                "work cancel u1",
+                WorkCommand::Cancel {
+                    unit_id: "u1".into(),
+                    signature: String::new(),
+                },
+            ),
+            (
+                "work release u1",
+                WorkCommand::Release {
+                    unit_id: "u1".into(),
+                    signature: String::new(),
+                    force: false,
+                },
+            ),
+            (
+                "work force-release u1",
+                WorkCommand::Release {
+                    unit_id: "u1".into(),
+                    signature: String::new(),
+                    force: true,
+                },
+            ),
+            (
+                "work results u1",
+                WorkCommand::Results {
+                    unit_id: "u1".into(),
+                    start_pos: 0,
+                    signature: String::new(),
+                },
+            ),
+            (
+                "work results u1 -5",
+                WorkCommand::Results {
+                    unit_id: "u1".into(),
+                    start_pos: -5,
+                    signature: String::new(),
+                },
+            ),
+            ("work submit node-a cat", submit("node-a", "cat", &[])),
+            (
+                "work submit localhost echo -c  'a b'",
+                submit("localhost", "echo", &[("params", "-c  'a b'")]),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(work(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn work_plain_text_errors_match_go() {
+        let cases = [
+            ("work", "bad command"),
+            ("work bogus", "bad command"),
+            ("work status", "work status requires a unit ID"),
+            ("work cancel", "work cancel requires a unit ID"),
+            ("work release", "work release requires a unit ID"),
+            (
+                "work force-release",
+                "work force-release requires a unit ID",
+            ),
+            (
+                "work status a b",
+                "work status does not take parameters after the unit ID",
+            ),
+            ("work results", "work results requires a unit ID"),
+            (
+                "work results a 1 2",
+                "work results only takes a unit ID and optional start position",
+            ),
+            (
+                "work results NoSuchU1 x",
+                "error converting start position to integer: strconv.ParseInt: parsing \"x\": invalid syntax",
+            ),
+            (
+                "work results a 99999999999999999999",
+                "error converting start position to integer: strconv.ParseInt: parsing \"99999999999999999999\": value out of range",
+            ),
+            (
+                "work submit node-a",
+                "work submit requires a target node and work type",
+            ),
+            (
+                "work submit",
+                "work submit requires a target node and work type",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(errors(line), [want], "{line}");
+        }
+    }
+
+    #[test]
+    fn work_json_subcommands() {
+        assert_eq!(
+            work(
+                r#"{"command": "work", "subcommand": "submit", "node": "localhost", "worktype": "cat"}"#
+            ),
+            submit("localhost", "cat", &[])
+        );
+        assert_eq!(
+            work(
+                r#"{"command":"work","subcommand":"Submit","node":"n","worktype":"t","params":"-x","secret_a":"s","tlsclient":"c","ttl":"1m","signwork":"true","signature":"sig"}"#
+            ),
+            WorkCommand::Submit(SubmitRequest {
+                node: "n".into(),
+                work_type: "t".into(),
+                params: [
+                    ("params".to_owned(), "-x".to_owned()),
+                    ("secret_a".to_owned(), "s".to_owned())
+                ]
+                .into(),
+                tls_client: "c".into(),
+                ttl: "1m".into(),
+                sign_work: true,
+                signature: "sig".into(),
+            })
+        );
+        let maybe = work(
+            r#"{"command":"work","subcommand":"submit","node":"n","worktype":"t","signwork":"yes"}"#,
+        );
+        assert_eq!(maybe, submit("n", "t", &[]));
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"list"}"#),
+            WorkCommand::List { unit_id: None }
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"list","unitid":5}"#),
+            WorkCommand::List { unit_id: None }
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"status","unitid":"gYqB5Vru","signature":"x"}"#),
+            WorkCommand::Status {
+                unit_id: "gYqB5Vru".into()
+            }
+        );
+        assert_eq!(
+            work(
+                r#"{"command":"work","subcommand":"results","unitid":"u","startpos":12.9,"signature":"s"}"#
+            ),
+            WorkCommand::Results {
+                unit_id: "u".into(),
+                start_pos: 12,
+                signature: "s".into()
+            }
+        );
+        assert_eq!(
+            work(r#"{"command":"work","subcommand":"force-release","unitid":"u","signature":7}"#),
+            WorkCommand::Release {
+                unit_id: "u".into(),
+                signature: String::new(),
+                force: true
+            }
+        );
+    }
+
+    #[test]
+    fn work_json_errors_match_go() {
+        let cases = [
+            (r#"{"command":"work"}"#, "field subcommand missing"),
+            (
+                r#"{"command":"work","subcommand":1}"#,
+                "field subcommand must be a string",
+            ),
+            (r#"{"command":"work","subcommand":"nope"}"#, "bad command"),
+            (
+                r#"{"command":"work","subcommand":"status"}"#,
+                "field unitid missing",
+            ),
+            (
+                r#"{"command":"work","subcommand":"cancel","unitid":3}"#,
+                "field unitid must be a string",
+            ),
+            (
+                r#"{"command":"work","subcommand":"submit","worktype":"t"}"#,
+                "field node missing",
+            ),
+            (
+                r#"{"command":"work","subcommand":"submit","node":"n"}"#,
+                "field worktype missing",
+            ),
+            (
+                r#"{"command":"work","subcommand":"submit","node":"n","worktype":"t","signwork":true}"#,
+                "submit parameters must all be strings and signwork is not",
+            ),
+            (
+                r#"{"command":"work","subcommand":"results","unitid":"u"}"#,
+                "field startpos missing",
+            ),
+            (
+                r#"{"command":"work","subcommand":"results","unitid":"u","startpos":"5"}"#,
+                "field startpos value 5 is not convertible to an int",
+            ),
+            (
+                r#"{"command":"work","subcommand":"results","unitid":"u","startpos":"x"}"#,
+                "strconv.ParseInt: parsing \"x\": invalid syntax",
+            ),
+            (
+                r#"{"command":"work","subcommand":"results","unitid":"u","startpos":true}"#,
+                "field startpos value %!s(bool=true) is not convertible to an int",
+            ),
+            (
+                r#"{"command":"work","subcommand":"results","unitid":"u","startpos":null}"#,
+                "field startpos value %!s(<nil>) is not convertible to an int",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(errors(line), [want], "{line}");
+        }
     }
 }

@@ -1,0 +1,330 @@
+//! Unit IDs and the in-memory record of one work unit.
+//!
+//! A [`Unit`] owns the path of its directory and the last status known for it. Every status
+//! change (ours, or one read back from the file a runner wrote) is published on a `watch`
+//! channel, so `work list` never touches the disk and result streams wake on changes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use super::status::{Stamp, State, Status, StatusFile, UpdateError, stdout_size};
+
+/// Length of the unit IDs we generate.
+pub const UNIT_ID_LEN: usize = 8;
+/// Longest unit ID accepted from clients or found on disk.
+pub const MAX_UNIT_ID_LEN: usize = 64;
+const ALPHABET: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// A unit ID that is safe to use as a directory name: 1 to 64 of `[0-9A-Za-z_-]`. Go
+/// generates 8 alphanumerics; anything with `/`, `.` or other characters (path traversal such
+/// as `../x` or `/etc`) is refused before any path is built from it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(String);
+
+/// A string that is not a valid unit ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid unit ID (1 to 64 letters, digits, '-' or '_')")]
+pub struct InvalidUnitId(pub String);
+
+impl UnitId {
+    /// Validates `text`.
+    ///
+    /// # Errors
+    /// See [`UnitId`] for the rules.
+    pub fn parse(text: &str) -> Result<Self, InvalidUnitId> {
+        let valid = !text.is_empty()
+            && text.len() <= MAX_UNIT_ID_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(InvalidUnitId(text.to_owned()))
+        }
+    }
+
+    /// A fresh ID: 8 characters drawn uniformly from `[0-9a-zA-Z]` with the OS CSPRNG.
+    ///
+    /// # Errors
+    /// The system random source failed.
+    pub fn generate() -> Result<Self, ring::error::Unspecified> {
+        let rng = SystemRandom::new();
+        let mut id = String::with_capacity(UNIT_ID_LEN);
+        let mut buf = [0u8; 32];
+        while id.len() < UNIT_ID_LEN {
+            rng.fill(&mut buf)?;
+            // Rejection sampling: 248 = 4 * 62, so every symbol is equally likely.
+            for &b in buf.iter().filter(|&&b| b < 248) {
+                if id.len() == UNIT_ID_LEN {
+                    break;
+                }
+                id.push(char::from(ALPHABET[usize::from(b % 62)]));
+            }
+        }
+        Ok(Self(id))
+    }
+
+    /// The ID text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UnitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What watchers of a unit see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) status: Status,
+    /// The unit was released: its directory is gone or going.
+    pub(crate) released: bool,
+}
+
+/// One work unit in memory.
+#[derive(Debug)]
+pub(crate) struct Unit {
+    id: UnitId,
+    dir: PathBuf,
+    file: StatusFile,
+    /// The work type's worker; `None` for a unit whose type is not configured (it can be
+    /// listed and released, nothing else).
+    worker: Option<Arc<dyn Worker>>,
+    snapshot: watch::Sender<Snapshot>,
+    /// Serialises status read-modify-writes within this process (the file lock serialises
+    /// them between processes).
+    write_lock: std::sync::Mutex<()>,
+    /// Serialises start, cancel and release.
+    pub(crate) op_lock: tokio::sync::Mutex<()>,
+    /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
+    pub(crate) abort_input: CancellationToken,
+}
+
+impl Unit {
+    pub(crate) fn new(
+        id: UnitId,
+        dir: PathBuf,
+        worker: Option<Arc<dyn Worker>>,
+        status: Status,
+    ) -> Arc<Self> {
+        let file = StatusFile::new(&dir);
+        Arc::new(Self {
+            id,
+            dir,
+            file,
+            worker,
+            snapshot: watch::Sender::new(Snapshot {
+                status,
+                released: false,
+            }),
+            write_lock: std::sync::Mutex::new(()),
+            op_lock: tokio::sync::Mutex::new(()),
+            abort_input: CancellationToken::new(),
+        })
+    }
+
+    pub(crate) fn id(&self) -> &UnitId {
+        &self.id
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn stdout_path(&self) -> PathBuf {
+        self.dir.join("stdout")
+    }
+
+    pub(crate) fn stdin_path(&self) -> PathBuf {
+        self.dir.join("stdin")
+    }
+
+    pub(crate) fn status_file(&self) -> &StatusFile {
+        &self.file
+    }
+
+    pub(crate) fn worker(&self) -> Option<&Arc<dyn Worker>> {
+        self.worker.as_ref()
+    }
+
+    /// The last known status.
+    pub(crate) fn status(&self) -> Status {
+        self.snapshot.borrow().status.clone()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.subscribe()
+    }
+
+    pub(crate) fn is_released(&self) -> bool {
+        self.snapshot.borrow().released
+    }
+
+    pub(crate) fn mark_released(&self) {
+        self.abort_input.cancel();
+        self.snapshot.send_modify(|s| s.released = true);
+    }
+
+    fn publish(&self, status: Status) {
+        self.snapshot.send_if_modified(|s| {
+            if s.status == status {
+                false
+            } else {
+                s.status = status;
+                true
+            }
+        });
+    }
+
+    /// Read-modify-write of the status file (the file's content wins over memory, since a
+    /// runner may have written it), then publishes the result.
+    ///
+    /// # Errors
+    /// The file could not be read or written; memory is left unchanged.
+    pub(crate) async fn update<F>(self: &Arc<Self>, change: F) -> Result<Status, UpdateError>
+    where
+        F: FnOnce(&mut Status) + Send + 'static,
+    {
+        let unit = Arc::clone(self);
+        blocking(move || {
+            let _guard = unit.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let base = unit.status();
+            let written = unit.file.update(&base, change)?;
+            unit.publish(written.clone());
+            Ok(written)
+        })
+        .await
+    }
+
+    /// Sets state and detail (and the stdout size unless `None`); failures are logged, as Go
+    /// does, because no caller could do better than carry on.
+    pub(crate) async fn set_state(
+        self: &Arc<Self>,
+        state: State,
+        detail: impl Into<String>,
+        stdout_size: Option<i64>,
+    ) {
+        let detail = detail.into();
+        if let Err(error) = self
+            .update(move |s| s.set(state, detail, stdout_size))
+            .await
+        {
+            tracing::error!(unit = %self.id, error = %crate::work::chain(&error), "cannot update status");
+        }
+    }
+
+    /// Replaces the status file and memory with `status` (no read first).
+    pub(crate) async fn store(self: &Arc<Self>, status: Status) -> std::io::Result<()> {
+        let unit = Arc::clone(self);
+        blocking(move || {
+            let _guard = unit.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            unit.file.store(&status)?;
+            unit.publish(status);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Re-reads the file if its stamp differs from `last`; returns the new stamp. Read errors
+    /// (a foreign writer caught mid-write) keep the last good status.
+    pub(crate) async fn reload_if_changed(self: &Arc<Self>, last: Option<Stamp>) -> Option<Stamp> {
+        let unit = Arc::clone(self);
+        blocking(move || {
+            let stamp = unit.file.stamp();
+            if stamp.is_none() || stamp == last {
+                return Ok::<_, std::io::Error>(stamp.or(last));
+            }
+            let _guard = unit.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+            match unit.file.load_fast() {
+                Ok(status) => {
+                    unit.publish(status);
+                    Ok(stamp)
+                }
+                Err(error) => {
+                    tracing::debug!(unit = %unit.id, error = %crate::work::chain(&error), "status not readable yet");
+                    Ok(last)
+                }
+            }
+        })
+        .await
+        .unwrap_or(last)
+    }
+
+    /// Current size of the stdout file.
+    pub(crate) async fn stdout_size(self: &Arc<Self>) -> i64 {
+        let dir = self.dir.clone();
+        blocking(move || Ok::<_, std::io::Error>(stdout_size(&dir)))
+            .await
+            .unwrap_or(0)
+    }
+}
+
+/// Runs blocking file work off the async threads.
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<std::io::Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(E::from(std::io::Error::other(join))),
+    }
+}
+
+impl From<std::io::Error> for UpdateError {
+    fn from(error: std::io::Error) -> Self {
+        UpdateError::Write(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_id_validation() {
+        for good in ["xk07MWEr", "NoSuchU1", "a", "wu-abc_1", &"x".repeat(64)] {
+            assert!(UnitId::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "/etc",
+            "..",
+            ".",
+            "a/b",
+            "a b",
+            "a.b",
+            "é",
+            "x\0",
+            &"x".repeat(65),
+        ] {
+            assert!(UnitId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_8_alphanumerics_and_vary() {
+        let ids: std::collections::BTreeSet<String> = (0..200)
+            .map(|_| UnitId::generate().expect("rng").0)
+            .collect();
+        assert!(ids.len() > 195);
+        for id in &ids {
+            assert_eq!(id.len(), UNIT_ID_LEN);
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+            assert!(UnitId::parse(id).is_ok());
+        }
+    }
+}
