@@ -113,42 +113,108 @@ impl UnixControl {
 
     /// Serves sessions until `cancel` fires; sessions in progress end with it.
     pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
-        let mut sessions = JoinSet::new();
-        loop {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                            tracing::warn!(path = %self.path.display(), "too many control sessions, refusing one");
-                            continue;
-                        };
-                        let ops = ops.clone();
-                        let cancel = cancel.child_token();
-                        sessions.spawn(async move {
-                            tokio::select! {
-                                () = cancel.cancelled() => {}
-                                result = serve_session_as(stream, &ops, Caller::Unix) => {
-                                    if let Err(error) = result {
-                                        tracing::debug!(%error, "control session ended with an error");
-                                    }
-                                }
-                            }
-                            drop(permit);
-                        });
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "control socket accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                },
-            }
-        }
+        let listener = &self.listener;
+        let accept = || async move { Some(listener.accept().await.map(|(stream, _)| stream)) };
+        serve_streams(accept, ops, Caller::Unix, cancel).await;
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Serves the control service on the mesh (the `control` service that Go nodes dial for
+/// remote work and `connect`), until `cancel` fires or the node stops.
+pub async fn serve_mesh(
+    listener: receptor_mesh::quic::Listener,
+    ops: Ops,
+    cancel: CancellationToken,
+) {
+    let listener = &listener;
+    let accept = || async move { listener.accept().await.ok().map(Ok) };
+    serve_streams(accept, ops, Caller::Network, cancel).await;
+}
+
+/// The accept loop shared by every control listener: at most [`MAX_SESSIONS`] sessions at a
+/// time, each ended by `cancel`. `accept` yields `None` once its listener is closed, and
+/// `Some(Err(_))` for a failure worth retrying.
+async fn serve_streams<S, F, Fut>(
+    mut accept: F,
+    ops: Ops,
+    caller: Caller,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<std::io::Result<S>>>,
+{
+    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = accept() => match accepted {
+                None => break,
+                Some(Ok(stream)) => {
+                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                        tracing::warn!("too many control sessions, refusing one");
+                        continue;
+                    };
+                    let ops = ops.clone();
+                    let cancel = cancel.child_token();
+                    sessions.spawn(async move {
+                        tokio::select! {
+                            () = cancel.cancelled() => {}
+                            result = serve_session_as(stream, &ops, caller) => {
+                                if let Err(error) = result {
+                                    tracing::debug!(%error, "control session ended with an error");
+                                }
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "control listener accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Bridges a control session to a mesh stream after `connect`: client EOF half-closes the
+/// stream; the stream's EOF ends the session.
+async fn bridge<R, W>(stream: receptor_mesh::quic::Stream, client_in: &mut R, client_out: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut from_mesh, mut to_mesh) = tokio::io::split(stream);
+    let upstream = async {
+        let _ = tokio::io::copy(client_in, &mut to_mesh).await;
+        let _ = to_mesh.shutdown().await;
+        // Keep running until the downstream direction finishes.
+        std::future::pending::<()>().await;
+    };
+    let downstream = async {
+        let _ = tokio::io::copy(&mut from_mesh, client_out).await;
+        let _ = client_out.shutdown().await;
+    };
+    tokio::select! {
+        () = downstream => {}
+        () = upstream => {}
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs one control session on any byte stream: greeting, then commands until EOF. The
@@ -198,6 +264,17 @@ where
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
             let reply = match command::parse(&text) {
+                Parsed::Command(Command::Connect { node, service, tls }) => {
+                    match ops.connect(&node, &service, &tls).await {
+                        Ok(stream) => {
+                            writer.write_all(b"Connecting\n").await?;
+                            writer.flush().await?;
+                            bridge(stream, &mut reader, &mut writer).await;
+                            return Ok(());
+                        }
+                        Err(error) => format!("ERROR: {}\n", error_chain(&error)),
+                    }
+                }
                 Parsed::Command(Command::Work(work)) => {
                     match run_work(work, ops, caller, &mut reader, &mut writer).await? {
                         Some(reply) => reply,
@@ -372,8 +449,8 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
                 .collect();
             to_go_json(&map)
         }
-        // Handled by `run_work`, which needs the connection.
-        Command::Work(_) => return "ERROR: bad command\n".to_owned(),
+        // Handled by the session loop, which owns the raw stream they switch to.
+        Command::Work(_) | Command::Connect { .. } => return "ERROR: bad command\n".to_owned(),
     };
     format!("{rendered}\n")
 }

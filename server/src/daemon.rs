@@ -76,7 +76,7 @@ pub enum SpawnError {
         service: String,
         /// Why.
         #[source]
-        source: receptor_mesh::node::ListenError,
+        source: receptor_mesh::quic::BindError,
     },
 }
 
@@ -250,7 +250,9 @@ impl Daemon {
         let work = WorkEngine::new(EngineConfig::from_config(config)?)?;
         work.recover().await;
         let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
-        let ops = Ops::new(node.clone(), VERSION).with_work(work.clone());
+        let ops = Ops::new(node.clone(), VERSION)
+            .with_work(work.clone())
+            .with_tls(std::sync::Arc::new(tls.clone()));
         let mut control_sockets = Vec::new();
         for control in &config.control_services {
             if let Some(service) = &control.service {
@@ -259,25 +261,23 @@ impl Daemon {
                     tags: [("type".to_owned(), "Control Service".to_owned())].into(),
                     work_commands: work_commands.clone(),
                 };
-                let mut conn =
-                    node.listen(Some(service), Some(advertise))
-                        .await
-                        .map_err(|source| SpawnError::ControlService {
-                            service: service.clone(),
-                            source,
-                        })?;
-                // Streams over the mesh arrive with QUIC (a later step); until then the service
-                // is advertised and its datagrams are drained so its queue never fills.
-                let stop = cancel.child_token();
-                tasks.spawn(async move {
-                    loop {
-                        tokio::select! {
-                            biased;
-                            () = stop.cancelled() => break,
-                            got = conn.recv() => if got.is_none() { break },
-                        }
-                    }
-                });
+                let listener = receptor_mesh::quic::Listener::bind(
+                    &node,
+                    service,
+                    Some(advertise),
+                    receptor_mesh::quic::ServerTls::Insecure,
+                )
+                .await
+                .map_err(|source| SpawnError::ControlService {
+                    service: service.clone(),
+                    source,
+                })?;
+                tracing::info!(%service, "control service listening on the mesh");
+                tasks.spawn(crate::control::serve_mesh(
+                    listener,
+                    ops.clone(),
+                    cancel.child_token(),
+                ));
             }
             if let Some(path) = &control.filename {
                 let socket = UnixControl::bind(path, control.permissions)?;

@@ -45,6 +45,21 @@ pub enum OpsError {
     /// The mesh node has stopped.
     #[error("netceptor shutdown")]
     Shutdown,
+    /// A `tls-client` name that is not configured.
+    #[error("unknown TLS config {0}")]
+    UnknownTls(String),
+    /// A `tls-client` that cannot be used for this destination.
+    #[error("cannot use TLS config {name}")]
+    Tls {
+        /// The tls-client name.
+        name: String,
+        /// Why.
+        #[source]
+        source: receptor_mesh::tls::TlsConfigError,
+    },
+    /// Dialing a mesh service failed.
+    #[error(transparent)]
+    Dial(#[from] receptor_mesh::quic::DialError),
 }
 
 /// The operations of one daemon.
@@ -53,6 +68,7 @@ pub struct Ops {
     node: Node,
     version: String,
     work: Option<WorkEngine>,
+    tls: std::sync::Arc<crate::tls::TlsConfigs>,
 }
 
 impl Ops {
@@ -62,7 +78,58 @@ impl Ops {
             node,
             version: version.into(),
             work: None,
+            tls: std::sync::Arc::default(),
         }
+    }
+
+    /// Adds the loaded `tls-client`s that `connect` (and remote work) may name.
+    pub fn with_tls(mut self, tls: std::sync::Arc<crate::tls::TlsConfigs>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Opens a stream to `service` on `node` (`localhost` is this node). An empty `tls` uses
+    /// the insecure mode; a `tls-client` name verifies that the server certificate names
+    /// `node` (receptor mode).
+    ///
+    /// # Errors
+    /// An unknown TLS name, or the dial failed.
+    pub async fn connect(
+        &self,
+        node: &str,
+        service: &str,
+        tls: &str,
+    ) -> Result<receptor_mesh::quic::Stream, OpsError> {
+        use receptor_mesh::quic::{self, ClientTls};
+        let client = if tls.is_empty() {
+            ClientTls::Insecure
+        } else {
+            let settings = self
+                .tls
+                .client(tls)
+                .ok_or_else(|| OpsError::UnknownTls(tls.to_owned()))?;
+            let target = if node.eq_ignore_ascii_case("localhost") {
+                self.node.id()
+            } else {
+                node
+            };
+            let config =
+                receptor_mesh::tls::receptor_client_config(settings, target).map_err(|source| {
+                    OpsError::Tls {
+                        name: tls.to_owned(),
+                        source,
+                    }
+                })?;
+            ClientTls::Custom(std::sync::Arc::new(config))
+        };
+        Ok(quic::dial(
+            &self.node,
+            node,
+            service,
+            client,
+            quic::DEFAULT_DIAL_TIMEOUT,
+        )
+        .await?)
     }
 
     /// Adds the work engine behind the `work` operations.

@@ -270,3 +270,61 @@ async fn udp_and_websocket_backends_from_the_command_line() -> Result<()> {
     assert!(ping.stdout.contains("Reply from a in "), "{}", ping.stdout);
     Ok(())
 }
+
+/// Reads from `stream` until `want` appears in what was read, under a timeout.
+async fn read_until(
+    stream: &mut tokio::net::UnixStream,
+    seen: &mut String,
+    want: &str,
+) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while !seen.contains(want) {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                bail!("EOF before {want:?}; got {seen:?}");
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        Ok(())
+    })
+    .await
+    .with_context(|| format!("waiting for {want:?}; got {seen:?}"))?
+}
+
+#[tokio::test]
+async fn connect_reaches_a_remote_control_service_over_quic() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    crate::harness::receptorctl_bin()?;
+    let mesh = ThreeNodes::start().await?;
+    let socket_a = mesh.socket("node-a");
+    wait_for("node-a to route to node-c", WAIT, || {
+        let socket = socket_a.clone();
+        async move { (route(&status_json(&socket).await.ok()?, "node-c").is_some()).then_some(()) }
+    })
+    .await
+    .with_context(|| mesh.logs())?;
+
+    // The raw protocol: a missing service is an ERROR and the session goes on; then a bridge
+    // to node-c's control service, speaking the same protocol through the tunnel.
+    let mut client = tokio::net::UnixStream::connect(&socket_a).await?;
+    let mut seen = String::new();
+    read_until(&mut client, &mut seen, "Receptor Control, node node-a\n").await?;
+    client.write_all(b"connect node-c nosuch \n").await?;
+    read_until(&mut client, &mut seen, "ERROR: service unknown").await?;
+    client.write_all(b"connect node-c control \n").await?;
+    read_until(&mut client, &mut seen, "Connecting\n").await?;
+    read_until(&mut client, &mut seen, "Receptor Control, node node-c\n").await?;
+    client
+        .write_all(b"{\"command\":\"status\",\"requested_fields\":[\"NodeID\"]}\n")
+        .await?;
+    read_until(&mut client, &mut seen, "{\"NodeID\":\"node-c\"}\n").await?;
+    drop(client);
+
+    // receptorctl's remote form runs the same bridge.
+    let list = receptorctl(&socket_a, &["work", "list", "--node", "node-c"]).await?;
+    assert_eq!(list.code, Some(0), "{list:?}\n{}", mesh.logs());
+    assert_eq!(list.stdout.trim(), "{}", "{list:?}");
+    Ok(())
+}

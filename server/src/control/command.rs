@@ -20,6 +20,13 @@ pub(crate) enum Command {
     Traceroute { target: String },
     /// `work <subcommand> ...`.
     Work(WorkCommand),
+    /// `connect <node> <service> [<tlsclient>]`: bridge the session to a mesh stream.
+    Connect {
+        node: String,
+        service: String,
+        /// A `tls-client` name; empty means the insecure mode.
+        tls: String,
+    },
 }
 
 /// A `work` subcommand (spec §1.3.6).
@@ -82,12 +89,61 @@ pub(crate) fn parse(line: &str) -> Parsed {
         "ping" => target(params, "ping").map(|target| Command::Ping { target }),
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
         "work" => work_plain(params).map(Command::Work),
+        "connect" => connect_plain(params),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
         Ok(command) => Parsed::Command(command),
         Err(error) => Parsed::Errors(vec![error]),
     }
+}
+
+/// Plain-text `connect`: tokens split on single spaces; receptorctl always sends three, the
+/// last possibly empty.
+fn connect_plain(params: &str) -> Result<Command, String> {
+    let tokens: Vec<&str> = if params.is_empty() {
+        Vec::new()
+    } else {
+        params.split(' ').collect()
+    };
+    match tokens.as_slice() {
+        [node, service] => Ok(Command::Connect {
+            node: (*node).to_owned(),
+            service: (*service).to_owned(),
+            tls: String::new(),
+        }),
+        [node, service, tls] => Ok(Command::Connect {
+            node: (*node).to_owned(),
+            service: (*service).to_owned(),
+            tls: (*tls).to_owned(),
+        }),
+        [] | [_] => Err("no connect target".to_owned()),
+        _ => Err("too many parameters".to_owned()),
+    }
+}
+
+fn connect_json(object: &Map<String, Value>) -> Result<Command, String> {
+    let field = |key: &str, missing: &str, wrong: &str| match object.get(key) {
+        None => Err(missing.to_owned()),
+        Some(Value::String(value)) => Ok(value.clone()),
+        Some(_) => Err(wrong.to_owned()),
+    };
+    let node = field(
+        "node",
+        "no connect target node",
+        "connect target node must be string",
+    )?;
+    let service = field(
+        "service",
+        "no connect target service",
+        "connect target service must be string",
+    )?;
+    let tls = match object.get("tls") {
+        None => String::new(),
+        Some(Value::String(tls)) => tls.clone(),
+        Some(_) => return Err("connect tls name must be string".to_owned()),
+    };
+    Ok(Command::Connect { node, service, tls })
 }
 
 /// Plain-text `work`: tokens split on single spaces, as Go does (so empty tokens count).
@@ -343,6 +399,7 @@ fn parse_json(line: &str) -> Parsed {
             json_target(&object, "traceroute").map(|target| Command::Traceroute { target })
         }
         "work" => work_json(&object).map(Command::Work),
+        "connect" => connect_json(&object),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
@@ -421,6 +478,48 @@ mod tests {
             Parsed::Errors(e) => e,
             Parsed::Command(c) => panic!("expected errors for {line:?}, got {c:?}"),
         }
+    }
+
+    #[test]
+    fn connect_commands() {
+        let connect = |node: &str, service: &str, tls: &str| {
+            Parsed::Command(Command::Connect {
+                node: node.into(),
+                service: service.into(),
+                tls: tls.into(),
+            })
+        };
+        assert_eq!(
+            parse("connect node-b control "),
+            connect("node-b", "control", "")
+        );
+        assert_eq!(
+            parse("connect node-b control"),
+            connect("node-b", "control", "")
+        );
+        assert_eq!(
+            parse("connect node-b control tlsc"),
+            connect("node-b", "control", "tlsc")
+        );
+        assert_eq!(errors("connect node-b"), ["no connect target"]);
+        assert_eq!(errors("connect"), ["no connect target"]);
+        assert_eq!(errors("connect a b c d"), ["too many parameters"]);
+        assert_eq!(
+            parse(r#"{"command":"connect","node":"x","service":"control"}"#),
+            connect("x", "control", "")
+        );
+        assert_eq!(
+            errors(r#"{"command":"connect","service":"control"}"#),
+            ["no connect target node"]
+        );
+        assert_eq!(
+            errors(r#"{"command":"connect","node":"x","service":1}"#),
+            ["connect target service must be string"]
+        );
+        assert_eq!(
+            errors(r#"{"command":"connect","node":"x","service":"s","tls":2}"#),
+            ["connect tls name must be string"]
+        );
     }
 
     #[test]
