@@ -269,15 +269,6 @@ type Check = (&'static str, fn(&Config) -> bool);
 /// THE list of unimplemented features. `"entity"` or `"entity param"`; the test says when the
 /// configuration uses it. Implementing a feature means deleting its line here.
 const UNSUPPORTED: &[Check] = &[
-    ("control-service tcplisten", |c| {
-        c.control_services.iter().any(|s| s.tcp_listen.is_some())
-    }),
-    ("control-service tls", |c| {
-        c.control_services.iter().any(|s| s.tls.is_some())
-    }),
-    ("control-service tcptls", |c| {
-        c.control_services.iter().any(|s| s.tcp_tls.is_some())
-    }),
     ("command-service", |c| !c.command_services.is_empty()),
     ("ip-router", |c| !c.ip_routers.is_empty()),
     ("tcp-server", |c| !c.tcp_servers.is_empty()),

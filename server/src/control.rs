@@ -114,7 +114,14 @@ impl UnixControl {
     /// Serves sessions until `cancel` fires; sessions in progress end with it.
     pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
         let listener = &self.listener;
-        let accept = || async move { Some(listener.accept().await.map(|(stream, _)| stream)) };
+        let accept = || async move {
+            Some(
+                listener
+                    .accept()
+                    .await
+                    .map(|(stream, _)| std::future::ready(Ok(stream))),
+            )
+        };
         serve_streams(accept, ops, Caller::Unix, cancel).await;
         let _ = std::fs::remove_file(&self.path);
     }
@@ -128,22 +135,106 @@ pub async fn serve_mesh(
     cancel: CancellationToken,
 ) {
     let listener = &listener;
-    let accept = || async move { listener.accept().await.ok().map(Ok) };
+    let accept = || async move {
+        listener
+            .accept()
+            .await
+            .ok()
+            .map(|stream| Ok(std::future::ready(Ok::<_, std::io::Error>(stream))))
+    };
     serve_streams(accept, ops, Caller::Network, cancel).await;
 }
+
+/// How long a TLS client of the TCP control listener has to finish its handshake (as Go).
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A `control-service` `tcplisten` listener, optionally with TLS (`tcptls`).
+pub struct TcpControl {
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TcpControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpControl")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl TcpControl {
+    /// Binds `addr` (`host:port`).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: tokio::net::TcpListener::bind(addr).await?,
+            tls,
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// The socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves sessions until `cancel` fires. TLS handshakes run inside each session's task, so
+    /// a slow client cannot hold up the accept loop.
+    pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
+        let listener = &self.listener;
+        let tls = &self.tls;
+        let accept = || async move {
+            let accepted = listener.accept().await;
+            Some(accepted.map(|(stream, peer)| {
+                let tls = tls.clone();
+                async move {
+                    let stream: Box<dyn Conn> = match tls {
+                        None => Box::new(stream),
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                            match handshake.await {
+                                Ok(Ok(tls)) => Box::new(receptor_mesh::tls::SessionStream::new(tls, peer.to_string())),
+                                Ok(Err(error)) => {
+                                    tracing::warn!(%peer, reason = %receptor_mesh::tls::describe_io(&error), "control TLS handshake failed");
+                                    return Err(error);
+                                }
+                                Err(_) => {
+                                    tracing::warn!(%peer, "control TLS handshake timed out");
+                                    return Err(std::io::ErrorKind::TimedOut.into());
+                                }
+                            }
+                        }
+                    };
+                    Ok(stream)
+                }
+            }))
+        };
+        serve_streams(accept, ops, Caller::Network, cancel).await;
+    }
+}
+
+/// A byte stream a control session can run on.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
 /// The accept loop shared by every control listener: at most [`MAX_SESSIONS`] sessions at a
 /// time, each ended by `cancel`. `accept` yields `None` once its listener is closed, and
 /// `Some(Err(_))` for a failure worth retrying.
-async fn serve_streams<S, F, Fut>(
+async fn serve_streams<S, P, F, Fut>(
     mut accept: F,
     ops: Ops,
     caller: Caller,
     cancel: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: std::future::Future<Output = std::io::Result<S>> + Send + 'static,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<std::io::Result<S>>>,
+    Fut: std::future::Future<Output = Option<std::io::Result<P>>>,
 {
     let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
     let mut sessions = JoinSet::new();
@@ -154,7 +245,7 @@ async fn serve_streams<S, F, Fut>(
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = accept() => match accepted {
                 None => break,
-                Some(Ok(stream)) => {
+                Some(Ok(prepare)) => {
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                         tracing::warn!("too many control sessions, refusing one");
                         continue;
@@ -162,9 +253,14 @@ async fn serve_streams<S, F, Fut>(
                     let ops = ops.clone();
                     let cancel = cancel.child_token();
                     sessions.spawn(async move {
+                        let session = async {
+                            // The per-connection set-up (a TLS handshake) logs its own failures.
+                            let Ok(stream) = prepare.await else { return Ok(()) };
+                            serve_session_as(stream, &ops, caller).await
+                        };
                         tokio::select! {
                             () = cancel.cancelled() => {}
-                            result = serve_session_as(stream, &ops, caller) => {
+                            result = session => {
                                 if let Err(error) = result {
                                     tracing::debug!(%error, "control session ended with an error");
                                 }

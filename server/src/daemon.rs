@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Config;
-use crate::control::{BindError, UnixControl};
+use crate::control::{BindError, TcpControl, UnixControl};
 use crate::ops::Ops;
 use crate::tls::{TlsConfigs, TlsPrepareError};
 use crate::work::{EngineConfig, WorkEngine};
@@ -110,6 +110,22 @@ fn link_config(
         node_cost: node_cost.clone(),
         allowed_peers: allowed_peers.clone(),
     }
+}
+
+/// Mode-B TLS for a mesh stream listener: the named `tls-server`, with a configuration built
+/// per dialing node so that a required client certificate must name that node (as Go checks).
+fn mesh_server_tls(
+    tls: &TlsConfigs,
+    name: &str,
+) -> Result<receptor_mesh::quic::ServerTls, TlsPrepareError> {
+    let settings = tls.server_settings(name)?.clone();
+    Ok(receptor_mesh::quic::ServerTls::PerClient(
+        std::sync::Arc::new(move |client: &str| {
+            receptor_mesh::tls::receptor_server_config(&settings, client)
+                .map(std::sync::Arc::new)
+                .map_err(|error| error.to_string())
+        }),
+    ))
 }
 
 /// The `host[:port]` part of a `ws://` or `wss://` URL.
@@ -261,11 +277,15 @@ impl Daemon {
                     tags: [("type".to_owned(), "Control Service".to_owned())].into(),
                     work_commands: work_commands.clone(),
                 };
+                let server_tls = match &control.tls {
+                    None => receptor_mesh::quic::ServerTls::Insecure,
+                    Some(name) => mesh_server_tls(&tls, name)?,
+                };
                 let listener = receptor_mesh::quic::Listener::bind(
                     &node,
                     service,
                     Some(advertise),
-                    receptor_mesh::quic::ServerTls::Insecure,
+                    server_tls,
                 )
                 .await
                 .map_err(|source| SpawnError::ControlService {
@@ -278,6 +298,28 @@ impl Daemon {
                     ops.clone(),
                     cancel.child_token(),
                 ));
+            }
+            if let Some(addr) = &control.tcp_listen {
+                if control.tls.is_some() && control.tcp_tls.is_none() {
+                    tracing::warn!(%addr, "control-service tls applies to the mesh only; tcplisten runs without TLS (set tcptls)");
+                }
+                let acceptor = control
+                    .tcp_tls
+                    .as_deref()
+                    .map(|name| tls.acceptor(name))
+                    .transpose()?;
+                let listener = TcpControl::bind(addr, acceptor).await.map_err(|source| {
+                    SpawnError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    }
+                })?;
+                let bound = listener.local_addr().map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                tracing::info!(addr = %bound, tls = control.tcp_tls.as_deref(), "control tcp listener bound");
+                tasks.spawn(listener.serve(ops.clone(), cancel.child_token()));
             }
             if let Some(path) = &control.filename {
                 let socket = UnixControl::bind(path, control.permissions)?;

@@ -325,14 +325,24 @@ impl TlsConfigs {
             name: name.to_owned(),
             reason: Box::new(reason),
         };
-        let settings = self.server(name).ok_or_else(|| {
-            prepare(TlsLoadError::Unknown {
-                kind: "server",
-                name: name.to_owned(),
-            })
-        })?;
+        let settings = self.server_settings(name)?;
         let config = server_config(settings).map_err(|e| prepare(TlsLoadError::Build(e)))?;
         Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// The loaded `tls-server` called `name`, or the error that names it as unknown.
+    ///
+    /// # Errors
+    /// No `tls-server` has that name.
+    pub fn server_settings(&self, name: &str) -> Result<&ServerSettings, TlsPrepareError> {
+        self.server(name).ok_or_else(|| TlsPrepareError {
+            kind: "server",
+            name: name.to_owned(),
+            reason: Box::new(TlsLoadError::Unknown {
+                kind: "server",
+                name: name.to_owned(),
+            }),
+        })
     }
 
     /// A connector for a backend dialer (mode a) with `tls-client` `name`.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod harness;
 mod mesh;
 mod work;
