@@ -545,6 +545,19 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
                 .collect();
             to_go_json(&map)
         }
+        Command::Reload => {
+            let mut reply = serde_json::Map::new();
+            match ops.reload().await {
+                Ok(()) => {
+                    reply.insert("Success".into(), true.into());
+                }
+                Err(error) => {
+                    reply.insert("Success".into(), false.into());
+                    reply.insert("Error".into(), error.to_string().into());
+                }
+            }
+            to_go_json(&reply)
+        }
         // Handled by the session loop, which owns the raw stream they switch to.
         Command::Work(_) | Command::Connect { .. } => return "ERROR: bad command\n".to_owned(),
     };

@@ -16,6 +16,10 @@ use receptor_mesh::{Node, NodeConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+mod reload;
+
+pub use reload::{ReloadError, Reloader};
+
 use crate::config::Config;
 use crate::control::{BindError, TcpControl, UnixControl};
 use crate::ops::Ops;
@@ -112,6 +116,118 @@ fn link_config(
     }
 }
 
+/// Binds and starts every backend of `config` on `node` (at start-up, and again on `reload`).
+/// Returns the addresses the `tcp-listener`s bound to.
+async fn start_backends(
+    node: &Node,
+    config: &Config,
+    tls: &TlsConfigs,
+) -> Result<Vec<SocketAddr>, SpawnError> {
+    let mut tcp_listeners = Vec::new();
+    for listener in &config.tcp_listeners {
+        let addr = join_host_port(&listener.bind_addr, listener.port);
+        let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+        let acceptor = match &listener.tls {
+            Some(name) => Some(tls.acceptor(name)?),
+            None => None,
+        };
+        let mut bound =
+            tcp::Listener::bind(&addr, link)
+                .await
+                .map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        if let Some(acceptor) = acceptor {
+            bound = bound.with_tls(acceptor);
+        }
+        tracing::info!(addr = %bound.local_addr(), tls = listener.tls.as_deref(), "tcp listener bound");
+        tcp_listeners.push(bound.local_addr());
+        node.add_backend(bound);
+    }
+    for listener in &config.udp_listeners {
+        let addr = join_host_port(&listener.bind_addr, listener.port);
+        let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+        let bound =
+            udp::Listener::bind(&addr, link)
+                .await
+                .map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        tracing::info!(addr = %bound.local_addr(), "udp listener bound");
+        node.add_backend(bound);
+    }
+    for listener in &config.ws_listeners {
+        let addr = join_host_port(&listener.bind_addr, listener.port);
+        let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
+        let acceptor = listener
+            .tls
+            .as_deref()
+            .map(|name| tls.acceptor(name))
+            .transpose()?;
+        let bound = websocket::Listener::bind(&addr, &listener.path, link, acceptor)
+            .await
+            .map_err(|source| SpawnError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
+        tracing::info!(addr = %bound.local_addr(), path = %listener.path, "ws listener bound");
+        node.add_backend(bound);
+    }
+    for peer in &config.udp_peers {
+        let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+        tracing::info!(address = %peer.address, "udp peer configured");
+        node.add_backend(udp::Dialer::new(peer.address.clone(), peer.redial, link));
+    }
+    for peer in &config.ws_peers {
+        let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+        let connector = match &peer.tls {
+            Some(name) => {
+                let authority = url_authority(&peer.address);
+                let server_name = server_name_for_address(authority).map_err(|source| {
+                    SpawnError::TlsPeerAddress {
+                        address: peer.address.clone(),
+                        source,
+                    }
+                })?;
+                Some((tls.connector(name)?, server_name))
+            }
+            None => None,
+        };
+        let dialer = websocket::Dialer::new(
+            &peer.address,
+            peer.extra_header.clone(),
+            peer.redial,
+            link,
+            connector,
+        )
+        .map_err(|source| SpawnError::WsPeer {
+            address: peer.address.clone(),
+            source,
+        })?;
+        tracing::info!(address = %peer.address, "ws peer configured");
+        node.add_backend(dialer);
+    }
+    for peer in &config.tcp_peers {
+        let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
+        let mut dialer = tcp::Dialer::new(peer.address.clone(), peer.redial, link);
+        if let Some(name) = &peer.tls {
+            let connector = tls.connector(name)?;
+            let server_name = server_name_for_address(&peer.address).map_err(|source| {
+                SpawnError::TlsPeerAddress {
+                    address: peer.address.clone(),
+                    source,
+                }
+            })?;
+            dialer = dialer.with_tls(connector, server_name);
+        }
+        tracing::info!(address = %peer.address, tls = peer.tls.as_deref(), "tcp peer configured");
+        node.add_backend(dialer);
+    }
+    Ok(tcp_listeners)
+}
+
 /// Mode-B TLS for a mesh stream listener: the named `tls-server`, with a configuration built
 /// per dialing node so that a required client certificate must name that node (as Go checks).
 fn mesh_server_tls(
@@ -159,108 +275,7 @@ impl Daemon {
         let guard = cancel.clone().drop_guard();
         let mut tasks = JoinSet::new();
 
-        let mut tcp_listeners = Vec::new();
-        for listener in &config.tcp_listeners {
-            let addr = join_host_port(&listener.bind_addr, listener.port);
-            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
-            let acceptor = match &listener.tls {
-                Some(name) => Some(tls.acceptor(name)?),
-                None => None,
-            };
-            let mut bound =
-                tcp::Listener::bind(&addr, link)
-                    .await
-                    .map_err(|source| SpawnError::Listen {
-                        addr: addr.clone(),
-                        source,
-                    })?;
-            if let Some(acceptor) = acceptor {
-                bound = bound.with_tls(acceptor);
-            }
-            tracing::info!(addr = %bound.local_addr(), tls = listener.tls.as_deref(), "tcp listener bound");
-            tcp_listeners.push(bound.local_addr());
-            node.add_backend(bound);
-        }
-        for listener in &config.udp_listeners {
-            let addr = join_host_port(&listener.bind_addr, listener.port);
-            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
-            let bound =
-                udp::Listener::bind(&addr, link)
-                    .await
-                    .map_err(|source| SpawnError::Listen {
-                        addr: addr.clone(),
-                        source,
-                    })?;
-            tracing::info!(addr = %bound.local_addr(), "udp listener bound");
-            node.add_backend(bound);
-        }
-        for listener in &config.ws_listeners {
-            let addr = join_host_port(&listener.bind_addr, listener.port);
-            let link = link_config(listener.cost, &listener.node_cost, &listener.allowed_peers);
-            let acceptor = listener
-                .tls
-                .as_deref()
-                .map(|name| tls.acceptor(name))
-                .transpose()?;
-            let bound = websocket::Listener::bind(&addr, &listener.path, link, acceptor)
-                .await
-                .map_err(|source| SpawnError::Listen {
-                    addr: addr.clone(),
-                    source,
-                })?;
-            tracing::info!(addr = %bound.local_addr(), path = %listener.path, "ws listener bound");
-            node.add_backend(bound);
-        }
-        for peer in &config.udp_peers {
-            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
-            tracing::info!(address = %peer.address, "udp peer configured");
-            node.add_backend(udp::Dialer::new(peer.address.clone(), peer.redial, link));
-        }
-        for peer in &config.ws_peers {
-            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
-            let connector = match &peer.tls {
-                Some(name) => {
-                    let authority = url_authority(&peer.address);
-                    let server_name = server_name_for_address(authority).map_err(|source| {
-                        SpawnError::TlsPeerAddress {
-                            address: peer.address.clone(),
-                            source,
-                        }
-                    })?;
-                    Some((tls.connector(name)?, server_name))
-                }
-                None => None,
-            };
-            let dialer = websocket::Dialer::new(
-                &peer.address,
-                peer.extra_header.clone(),
-                peer.redial,
-                link,
-                connector,
-            )
-            .map_err(|source| SpawnError::WsPeer {
-                address: peer.address.clone(),
-                source,
-            })?;
-            tracing::info!(address = %peer.address, "ws peer configured");
-            node.add_backend(dialer);
-        }
-        for peer in &config.tcp_peers {
-            let link = link_config(peer.cost, &Default::default(), &peer.allowed_peers);
-            let mut dialer = tcp::Dialer::new(peer.address.clone(), peer.redial, link);
-            if let Some(name) = &peer.tls {
-                let connector = tls.connector(name)?;
-                let server_name = server_name_for_address(&peer.address).map_err(|source| {
-                    SpawnError::TlsPeerAddress {
-                        address: peer.address.clone(),
-                        source,
-                    }
-                })?;
-                dialer = dialer.with_tls(connector, server_name);
-            }
-            tracing::info!(address = %peer.address, tls = peer.tls.as_deref(), "tcp peer configured");
-            node.add_backend(dialer);
-        }
+        let tcp_listeners = start_backends(&node, config, &tls).await?;
 
         // Work: units are recovered before any control client is served.
         let work = WorkEngine::new(EngineConfig::from_config(config)?)?;
@@ -268,7 +283,12 @@ impl Daemon {
         let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
         let ops = Ops::new(node.clone(), VERSION)
             .with_work(work.clone())
-            .with_tls(std::sync::Arc::new(tls.clone()));
+            .with_tls(std::sync::Arc::new(tls.clone()))
+            .with_reloader(std::sync::Arc::new(Reloader::new(
+                node.clone(),
+                tls.clone(),
+                config,
+            )));
         let mut control_sockets = Vec::new();
         for control in &config.control_services {
             if let Some(service) = &control.service {
@@ -393,4 +413,16 @@ impl Daemon {
             _ => Err(ShutdownError(grace)),
         }
     }
+}
+
+/// `error: cause: cause` in one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -69,6 +69,7 @@ pub struct Ops {
     version: String,
     work: Option<WorkEngine>,
     tls: std::sync::Arc<crate::tls::TlsConfigs>,
+    reloader: Option<std::sync::Arc<crate::daemon::Reloader>>,
 }
 
 impl Ops {
@@ -79,6 +80,27 @@ impl Ops {
             version: version.into(),
             work: None,
             tls: std::sync::Arc::default(),
+            reloader: None,
+        }
+    }
+
+    /// Adds what `reload` needs.
+    pub fn with_reloader(mut self, reloader: std::sync::Arc<crate::daemon::Reloader>) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Re-reads the configuration file and restarts the backends (spec §3.6).
+    ///
+    /// # Errors
+    /// Go's reload errors with their codes.
+    pub async fn reload(&self) -> Result<(), crate::daemon::ReloadError> {
+        match &self.reloader {
+            Some(reloader) => reloader.reload().await,
+            None => Err(crate::daemon::ReloadError {
+                code: 4,
+                message: "no configuration file was provided, reload function not set".to_owned(),
+            }),
         }
     }
 

@@ -6,4 +6,5 @@ mod config;
 mod control;
 mod harness;
 mod mesh;
+mod reload;
 mod work;

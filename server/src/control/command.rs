@@ -20,6 +20,8 @@ pub(crate) enum Command {
     Traceroute { target: String },
     /// `work <subcommand> ...`.
     Work(WorkCommand),
+    /// `reload` (any parameter text is ignored, as in Go).
+    Reload,
     /// `connect <node> <service> [<tlsclient>]`: bridge the session to a mesh stream.
     Connect {
         node: String,
@@ -90,6 +92,7 @@ pub(crate) fn parse(line: &str) -> Parsed {
         "traceroute" => target(params, "traceroute").map(|target| Command::Traceroute { target }),
         "work" => work_plain(params).map(Command::Work),
         "connect" => connect_plain(params),
+        "reload" => Ok(Command::Reload),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
@@ -400,6 +403,7 @@ fn parse_json(line: &str) -> Parsed {
         }
         "work" => work_json(&object).map(Command::Work),
         "connect" => connect_json(&object),
+        "reload" => Ok(Command::Reload),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {
@@ -504,6 +508,11 @@ mod tests {
         assert_eq!(errors("connect node-b"), ["no connect target"]);
         assert_eq!(errors("connect"), ["no connect target"]);
         assert_eq!(errors("connect a b c d"), ["too many parameters"]);
+        assert_eq!(parse("reload "), Parsed::Command(Command::Reload));
+        assert_eq!(
+            parse(r#"{"command":"reload"}"#),
+            Parsed::Command(Command::Reload)
+        );
         assert_eq!(
             parse(r#"{"command":"connect","node":"x","service":"control"}"#),
             connect("x", "control", "")
