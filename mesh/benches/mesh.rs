@@ -284,8 +284,8 @@ fn locate_receptor(explicit: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
-/// VmRSS / VmHWM of a process, in kB.
-fn memory_kb(pid: u32) -> Result<(u64, u64)> {
+/// VmRSS / VmHWM / RssAnon of a process, in kB.
+fn memory_kb(pid: u32) -> Result<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> Result<u64> {
         status
@@ -295,7 +295,7 @@ fn memory_kb(pid: u32) -> Result<(u64, u64)> {
             .and_then(|kb| kb.parse().ok())
             .with_context(|| format!("no {name} in /proc/{pid}/status"))
     };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok((field("VmRSS:")?, field("VmHWM:")?, field("RssAnon:")?))
 }
 
 struct Daemon(Child);
@@ -315,6 +315,8 @@ fn free_port() -> Result<u16> {
 
 struct RssFigures {
     idle_kb: u64,
+    /// The anonymous (heap, stacks) part of the idle RSS; the rest is mapped binary and libc.
+    idle_anon_kb: u64,
     /// (MB/s through the daemon as the middle hop, RSS kB after, peak RSS kB).
     loaded: Option<(f64, u64, u64)>,
 }
@@ -335,10 +337,11 @@ async fn daemon_rss(binary: &Path, options: &Options, chunk: &[u8]) -> Result<Rs
     let daemon = Daemon(child);
     let pid = daemon.0.id();
     tokio::time::sleep(options.settle).await;
-    let (idle_kb, _) = memory_kb(pid)?;
+    let (idle_kb, _, idle_anon_kb) = memory_kb(pid)?;
     if options.through_mb == 0 {
         return Ok(RssFigures {
             idle_kb,
+            idle_anon_kb,
             loaded: None,
         });
     }
@@ -367,10 +370,11 @@ async fn daemon_rss(binary: &Path, options: &Options, chunk: &[u8]) -> Result<Rs
     let _ = sender.shutdown(Duration::from_secs(2)).await;
     let _ = receiver.shutdown(Duration::from_secs(2)).await;
     tokio::time::sleep(options.settle).await;
-    let (after_kb, peak_kb) = memory_kb(pid)?;
+    let (after_kb, peak_kb, _) = memory_kb(pid)?;
     drop(daemon);
     Ok(RssFigures {
         idle_kb,
+        idle_anon_kb,
         loaded: Some((mb_s, after_kb, peak_kb)),
     })
 }
@@ -438,15 +442,20 @@ async fn run(options: &Options) -> Result<()> {
                 let figures = daemon_rss(&binary, options, &chunk).await?;
                 rows.push((
                     "daemon idle RSS".to_owned(),
-                    format!("{:.1} MB", figures.idle_kb as f64 / 1024.0),
-                    format!("{} kB VmRSS; load {}", figures.idle_kb, load_average()),
+                    format!("{:.1} MiB", figures.idle_kb as f64 / 1024.0),
+                    format!(
+                        "{} kB VmRSS, of which {} kB anonymous; load {}",
+                        figures.idle_kb,
+                        figures.idle_anon_kb,
+                        load_average()
+                    ),
                 ));
                 if let Some((mb_s, after_kb, peak_kb)) = figures.loaded {
                     rows.push((
                         format!("daemon RSS after {} MB through it", options.through_mb),
-                        format!("{:.1} MB", after_kb as f64 / 1024.0),
+                        format!("{:.1} MiB", after_kb as f64 / 1024.0),
                         format!(
-                            "peak {:.1} MB; relayed at {mb_s:.0} MB/s; load {}",
+                            "peak {:.1} MiB; relayed at {mb_s:.0} MB/s; load {}",
                             peak_kb as f64 / 1024.0,
                             load_average()
                         ),
