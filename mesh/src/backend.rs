@@ -164,6 +164,63 @@ impl Backoff {
     }
 }
 
+/// A dial that worked: the session for the node, and the pump that carries it (it ends when
+/// the session does).
+pub type Dialed = (Session, Pin<Box<dyn Future<Output = ()> + Send>>);
+
+/// The loop every dialer runs: dial, hand the session to the node, wait for it to end, then,
+/// while `redial` is set, dial again after the backoff delay (reset whenever a dial succeeds,
+/// spec §1.6). `dial` gets a token that ends the session's pump and returns a reason on
+/// failure.
+pub(crate) async fn redial_loop<F, Fut>(
+    kind: &'static str,
+    address: &str,
+    redial: bool,
+    sessions: SessionSink,
+    cancel: CancellationToken,
+    mut dial: F,
+) -> Result<(), BackendError>
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = Result<Dialed, String>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        let dialed = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            dialed = dial(cancel.child_token()) => dialed,
+        };
+        match dialed {
+            Ok((session, pump)) => {
+                backoff.reset();
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(()),
+                    sent = sessions.send(session) => {
+                        if sent.is_err() {
+                            return Err(BackendError::NodeGone);
+                        }
+                    }
+                }
+                pump.await;
+                tracing::info!(%kind, %address, "session ended");
+            }
+            Err(error) => tracing::warn!(%kind, %address, %error, "dial failed"),
+        }
+        if !redial || cancel.is_cancelled() {
+            return Ok(());
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(%kind, %address, ?delay, "redialing later");
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
 /// The u16 little-endian length framing of TCP links (spec §1.2).
 pub fn framing_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

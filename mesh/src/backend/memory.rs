@@ -10,8 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Backoff, LinkConfig, SessionInfo, SessionSink,
-    spawn_framed,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, SessionInfo, SessionSink,
+    redial_loop, spawn_framed,
 };
 
 /// Bytes buffered in each direction of an in-memory connection.
@@ -177,33 +177,29 @@ pub struct Dialer {
 impl Backend for Dialer {
     fn run(self: Box<Self>, sessions: SessionSink, cancel: CancellationToken) -> BackendFuture {
         Box::pin(async move {
-            let mut backoff = Backoff::default();
-            loop {
-                if let Some((stream, kill)) = self.network.connect(&self.from, &self.to) {
-                    backoff.reset();
-                    let info = SessionInfo {
-                        kind: "memory",
-                        remote_addr: format!("{}->{}", self.from, self.to),
-                        link: self.link.clone(),
-                    };
-                    let (session, pump) = spawn_framed(stream, info, cancel.child_token());
-                    if sessions.send(session).await.is_err() {
-                        return Err(BackendError::NodeGone);
-                    }
+            let address = format!("{}->{}", self.from, self.to);
+            let this = &self;
+            let remote = &address;
+            let dial = |token: CancellationToken| async move {
+                let (stream, kill) = this
+                    .network
+                    .connect(&this.from, &this.to)
+                    .ok_or_else(|| format!("no memory listener {}", this.to))?;
+                let info = SessionInfo {
+                    kind: "memory",
+                    remote_addr: remote.clone(),
+                    link: this.link.clone(),
+                };
+                let (session, pump) = spawn_framed(stream, info, token);
+                let pump = async move {
                     tokio::select! {
                         () = pump => {}
                         () = kill.cancelled() => {}
                     }
-                }
-                if !self.redial || cancel.is_cancelled() {
-                    return Ok(());
-                }
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(backoff.next_delay()) => {}
-                }
-            }
+                };
+                Ok::<Dialed, String>((session, Box::pin(pump)))
+            };
+            redial_loop("memory", &address, self.redial, sessions, cancel, dial).await
         })
     }
 }

@@ -19,8 +19,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Backoff, LinkConfig, MAX_SESSIONS_PER_LISTENER,
-    SessionInfo, SessionSink, spawn_framed,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, MAX_SESSIONS_PER_LISTENER,
+    SessionInfo, SessionSink, redial_loop, spawn_framed,
 };
 use crate::tls::{SessionStream, describe_io};
 
@@ -248,54 +248,38 @@ impl Dialer {
         sessions: SessionSink,
         cancel: CancellationToken,
     ) -> Result<(), BackendError> {
-        let mut backoff = Backoff::default();
-        loop {
-            let dialed = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                dialed = tokio::time::timeout(DIAL_TIMEOUT, self.connect()) => dialed,
-            };
-            match dialed {
-                Ok(Ok(connected)) => {
-                    backoff.reset();
-                    let info = SessionInfo {
-                        kind: "tcp",
-                        remote_addr: self.address.clone(),
-                        link: self.link.clone(),
-                    };
-                    let token = cancel.child_token();
-                    match connected {
-                        Connected::Plain(stream) => {
-                            deliver(stream, info, &sessions, token).await?;
-                        }
-                        Connected::Tls(tls) => {
-                            let stream = SessionStream::new(*tls, self.address.clone());
-                            deliver(stream, info, &sessions, token).await?;
-                        }
-                    }
-                    tracing::info!(address = %self.address, "tcp session ended");
-                }
-                Ok(Err(DialFailure::Connect(error))) => {
-                    tracing::warn!(address = %self.address, %error, "tcp dial failed");
-                }
+        let this = &self;
+        let dial = |token: CancellationToken| async move {
+            let connected = match tokio::time::timeout(DIAL_TIMEOUT, this.connect()).await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(DialFailure::Connect(error))) => return Err(error.to_string()),
                 Ok(Err(DialFailure::Handshake(error))) => {
-                    tracing::warn!(address = %self.address, reason = %describe_io(&error), "tls handshake with server failed");
+                    return Err(format!(
+                        "tls handshake with server failed: {}",
+                        describe_io(&error)
+                    ));
                 }
-                Err(_elapsed) => {
-                    tracing::warn!(address = %self.address, "tcp dial timed out");
+                Err(_elapsed) => return Err("timed out".to_owned()),
+            };
+            let info = SessionInfo {
+                kind: "tcp",
+                remote_addr: this.address.clone(),
+                link: this.link.clone(),
+            };
+            let dialed: Dialed = match connected {
+                Connected::Plain(stream) => {
+                    let (session, pump) = spawn_framed(stream, info, token);
+                    (session, Box::pin(pump))
                 }
-            }
-            if !self.redial || cancel.is_cancelled() {
-                return Ok(());
-            }
-            let delay = backoff.next_delay();
-            tracing::debug!(address = %self.address, ?delay, "redialing later");
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+                Connected::Tls(tls) => {
+                    let stream = SessionStream::new(*tls, this.address.clone());
+                    let (session, pump) = spawn_framed(stream, info, token);
+                    (session, Box::pin(pump))
+                }
+            };
+            Ok(dialed)
+        };
+        redial_loop("tcp", &self.address, self.redial, sessions, cancel, dial).await
     }
 }
 

@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Backoff, LinkConfig, MAX_SESSIONS_PER_LISTENER,
-    SESSION_QUEUE, Session, SessionInfo, SessionSink,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, MAX_SESSIONS_PER_LISTENER,
+    SESSION_QUEUE, Session, SessionInfo, SessionSink, redial_loop,
 };
 
 /// Largest datagram payload we send: the IPv4 UDP maximum, which Go's dialer enforces too.
@@ -283,50 +283,19 @@ impl Dialer {
         sessions: SessionSink,
         cancel: CancellationToken,
     ) -> Result<(), BackendError> {
-        let mut backoff = Backoff::default();
-        loop {
-            let connected = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                connected = self.connect() => connected,
+        let this = &self;
+        // A UDP "dial" always succeeds once the name resolves (spec §1.6).
+        let dial = |token: CancellationToken| async move {
+            let socket = this.connect().await.map_err(|error| error.to_string())?;
+            let info = SessionInfo {
+                kind: KIND,
+                remote_addr: this.address.clone(),
+                link: this.link.clone(),
             };
-            match connected {
-                Ok(socket) => {
-                    // A UDP "dial" always succeeds once the name resolves (spec §1.6).
-                    backoff.reset();
-                    let info = SessionInfo {
-                        kind: KIND,
-                        remote_addr: self.address.clone(),
-                        link: self.link.clone(),
-                    };
-                    let (session, pump) = dialer_session(socket, info, cancel.child_token());
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => return Ok(()),
-                        sent = sessions.send(session) => {
-                            if sent.is_err() {
-                                return Err(BackendError::NodeGone);
-                            }
-                        }
-                    }
-                    pump.await;
-                    tracing::info!(address = %self.address, "udp session ended");
-                }
-                Err(error) => {
-                    tracing::warn!(address = %self.address, %error, "udp dial failed");
-                }
-            }
-            if !self.redial || cancel.is_cancelled() {
-                return Ok(());
-            }
-            let delay = backoff.next_delay();
-            tracing::debug!(address = %self.address, ?delay, "redialing later");
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+            let (session, pump) = dialer_session(socket, info, token);
+            Ok::<Dialed, String>((session, Box::pin(pump)))
+        };
+        redial_loop(KIND, &self.address, self.redial, sessions, cancel, dial).await
     }
 }
 

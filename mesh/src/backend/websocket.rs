@@ -48,8 +48,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Backoff, LinkConfig, MAX_SESSIONS_PER_LISTENER,
-    SESSION_QUEUE, Session, SessionInfo, SessionSink,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, MAX_SESSIONS_PER_LISTENER,
+    SESSION_QUEUE, Session, SessionInfo, SessionSink, redial_loop,
 };
 
 /// The listener path when none is configured.
@@ -856,57 +856,28 @@ impl Dialer {
         sessions: SessionSink,
         cancel: CancellationToken,
     ) -> Result<(), BackendError> {
-        let mut backoff = Backoff::default();
         let address = format!(
             "{}://{}{}",
             if self.url.secure { "wss" } else { "ws" },
             self.url.authority,
             self.url.target
         );
-        loop {
-            let dialed = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                dialed = tokio::time::timeout(DIAL_TIMEOUT, self.dial()) => {
-                    dialed.unwrap_or(Err(DialError::Timeout))
-                }
+        let this = &self;
+        let remote = &address;
+        let dial = |token: CancellationToken| async move {
+            let ws = tokio::time::timeout(DIAL_TIMEOUT, this.dial())
+                .await
+                .unwrap_or(Err(DialError::Timeout))
+                .map_err(|error| ErrorChain(&error).to_string())?;
+            let info = SessionInfo {
+                kind: KIND,
+                remote_addr: remote.clone(),
+                link: this.link.clone(),
             };
-            match dialed {
-                Ok(ws) => {
-                    backoff.reset();
-                    let info = SessionInfo {
-                        kind: KIND,
-                        remote_addr: address.clone(),
-                        link: self.link.clone(),
-                    };
-                    let (session, pump) = ws_session(ws, info, cancel.child_token());
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => return Ok(()),
-                        sent = sessions.send(session) => {
-                            if sent.is_err() {
-                                return Err(BackendError::NodeGone);
-                            }
-                        }
-                    }
-                    pump.await;
-                    tracing::info!(%address, "ws session ended");
-                }
-                Err(error) => {
-                    tracing::warn!(%address, error = %ErrorChain(&error), "ws dial failed");
-                }
-            }
-            if !self.redial || cancel.is_cancelled() {
-                return Ok(());
-            }
-            let delay = backoff.next_delay();
-            tracing::debug!(%address, ?delay, "redialing later");
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
+            let (session, pump) = ws_session(ws, info, token);
+            Ok::<Dialed, String>((session, Box::pin(pump)))
+        };
+        redial_loop(KIND, &address, self.redial, sessions, cancel, dial).await
     }
 }
 
