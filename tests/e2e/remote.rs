@@ -493,3 +493,39 @@ async fn signed_remote_work_is_verified() -> Result<()> {
     assert!(signed.stdout.contains("signed payload"), "{signed:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn submitting_node_restart_resumes_monitoring_and_fetching() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Daemon::start_yaml(
+        "node-c",
+        dir.path(),
+        &node_yaml(dir.path(), "node-c", true, &[], ""),
+    )
+    .await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    let a_yaml = node_yaml(dir.path(), "node-a", false, &[&c_addr], "");
+    let a = Daemon::start_yaml("node-a", dir.path(), &a_yaml).await?;
+    let sock = socket(dir.path(), "node-a");
+    wait_sees(&sock, "node-c").await?;
+    let out = receptorctl(
+        &sock,
+        &["work", "submit", "lines", "--node", "node-c", "-n"],
+    )
+    .await?;
+    let id = unit_id(&out)?;
+    wait_for("some output", Duration::from_secs(30), || async {
+        let status = unit_status(&sock, &id).await.ok()?;
+        (status["StdoutSize"].as_i64()? > 0).then_some(())
+    })
+    .await?;
+    a.terminate().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = Daemon::start_yaml("node-a", dir.path(), &a_yaml).await?;
+    wait_state(&sock, &id, "Succeeded", Duration::from_secs(60))
+        .await
+        .with_context(|| format!("{}\n--- c\n{}", a.log(), c.log()))?;
+    let want: String = (1..=LINES).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(results(&sock, &id).await?, want);
+    Ok(())
+}
