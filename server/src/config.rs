@@ -17,6 +17,8 @@ mod entities;
 mod raw;
 mod schema;
 mod value;
+
+pub(crate) use value::parse_duration;
 mod yaml;
 
 use std::collections::BTreeSet;
@@ -369,6 +371,7 @@ fn assemble(
             datadir: PathBuf::from(DEFAULT_DATADIR),
             firewall_rules: Vec::new(),
             max_idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            remote_unreachable_timeout: crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT,
             receptor_kube_support_reconnect: None,
             receptor_kube_clientset_qps: None,
             receptor_kube_clientset_burst: None,

@@ -278,7 +278,12 @@ impl Daemon {
         let tcp_listeners = start_backends(&node, config, &tls).await?;
 
         // Work: units are recovered before any control client is served.
-        let work = WorkEngine::new(EngineConfig::from_config(config)?)?;
+        let mut engine_config = EngineConfig::from_config(config)?;
+        engine_config.dialer = Some(std::sync::Arc::new(crate::ops::MeshDial::new(
+            node.clone(),
+            std::sync::Arc::new(tls.clone()),
+        )));
+        let work = WorkEngine::new(engine_config)?;
         work.recover().await;
         let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
         let ops = Ops::new(node.clone(), VERSION)

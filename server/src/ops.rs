@@ -62,6 +62,78 @@ pub enum OpsError {
     Dial(#[from] receptor_mesh::quic::DialError),
 }
 
+/// Dials `service` on `node` over the mesh (what `connect` and remote work use).
+async fn dial_service(
+    local: &Node,
+    tls_configs: &crate::tls::TlsConfigs,
+    node: &str,
+    service: &str,
+    tls: &str,
+) -> Result<receptor_mesh::quic::Stream, OpsError> {
+    use receptor_mesh::quic::{self, ClientTls};
+    let client = if tls.is_empty() {
+        ClientTls::Insecure
+    } else {
+        let settings = tls_configs
+            .client(tls)
+            .ok_or_else(|| OpsError::UnknownTls(tls.to_owned()))?;
+        let target = if node.eq_ignore_ascii_case("localhost") {
+            local.id()
+        } else {
+            node
+        };
+        let config =
+            receptor_mesh::tls::receptor_client_config(settings, target).map_err(|source| {
+                OpsError::Tls {
+                    name: tls.to_owned(),
+                    source,
+                }
+            })?;
+        ClientTls::Custom(std::sync::Arc::new(config))
+    };
+    Ok(quic::dial(local, node, service, client, quic::DEFAULT_DIAL_TIMEOUT).await?)
+}
+
+/// The mesh dialer remote work uses: the same dial path as `connect`.
+#[derive(Debug, Clone)]
+pub struct MeshDial {
+    node: Node,
+    tls: std::sync::Arc<crate::tls::TlsConfigs>,
+}
+
+impl MeshDial {
+    /// Dials from `node` with the `tls-client`s in `tls`.
+    pub fn new(node: Node, tls: std::sync::Arc<crate::tls::TlsConfigs>) -> Self {
+        Self { node, tls }
+    }
+}
+
+impl crate::work::MeshDialer for MeshDial {
+    fn dial<'a>(
+        &'a self,
+        node: &'a str,
+        service: &'a str,
+        tls: &'a str,
+    ) -> crate::work::DialFuture<'a> {
+        Box::pin(async move {
+            match dial_service(&self.node, &self.tls, node, service, tls).await {
+                Ok(stream) => Ok(Box::new(stream) as Box<dyn crate::work::MeshConn>),
+                Err(error) => {
+                    let message = crate::work::chain(&error);
+                    let tls = message.contains("cryptographic handshake failed")
+                        || message.contains("CRYPTO_ERROR")
+                        || matches!(error, OpsError::Tls { .. });
+                    Err(crate::work::DialFailure { message, tls })
+                }
+            }
+        })
+    }
+
+    fn has_tls_client(&self, name: &str) -> bool {
+        self.tls.client(name).is_some()
+    }
+}
+
 /// The operations of one daemon.
 #[derive(Debug, Clone)]
 pub struct Ops {
@@ -122,36 +194,7 @@ impl Ops {
         service: &str,
         tls: &str,
     ) -> Result<receptor_mesh::quic::Stream, OpsError> {
-        use receptor_mesh::quic::{self, ClientTls};
-        let client = if tls.is_empty() {
-            ClientTls::Insecure
-        } else {
-            let settings = self
-                .tls
-                .client(tls)
-                .ok_or_else(|| OpsError::UnknownTls(tls.to_owned()))?;
-            let target = if node.eq_ignore_ascii_case("localhost") {
-                self.node.id()
-            } else {
-                node
-            };
-            let config =
-                receptor_mesh::tls::receptor_client_config(settings, target).map_err(|source| {
-                    OpsError::Tls {
-                        name: tls.to_owned(),
-                        source,
-                    }
-                })?;
-            ClientTls::Custom(std::sync::Arc::new(config))
-        };
-        Ok(quic::dial(
-            &self.node,
-            node,
-            service,
-            client,
-            quic::DEFAULT_DIAL_TIMEOUT,
-        )
-        .await?)
+        dial_service(&self.node, &self.tls, node, service, tls).await
     }
 
     /// Adds the work engine behind the `work` operations.

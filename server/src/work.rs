@@ -21,6 +21,7 @@
 //! outlive the daemon, and [`WorkEngine::recover`] picks their units up again.
 
 mod command;
+mod remote;
 mod results;
 pub mod runner;
 mod shlex;
@@ -42,6 +43,9 @@ use receptor_mesh::wire::WorkCommand;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+pub use self::remote::{
+    DEFAULT_REMOTE_UNREACHABLE_TIMEOUT, DialFailure, DialFuture, MeshConn, MeshDialer,
+};
 pub use self::results::{RESULT_CHUNK, ResultStream};
 pub use self::signing::{SignError, Signer, VerifyError};
 use self::status::{LoadError, StatusFile};
@@ -160,14 +164,6 @@ pub enum WorkError {
     /// `ttl` was given for local work.
     #[error("ttl option is intended for remote work only")]
     TtlForLocalWork,
-    /// Work for another node. The one place that says remote work is not there yet.
-    #[error("remote work is not supported yet: {node} is not this node ({local})")]
-    RemoteNotSupported {
-        /// The requested node.
-        node: String,
-        /// This node.
-        local: String,
-    },
     /// A signature problem.
     #[error(transparent)]
     Signature(#[from] VerifyError),
@@ -316,6 +312,11 @@ pub struct EngineConfig {
     pub runner_exe: PathBuf,
     /// The log level runners are started with.
     pub log_level: LogLevel,
+    /// How remote work reaches other nodes (`None`: remote work fails to connect).
+    pub dialer: Option<Arc<dyn MeshDialer>>,
+    /// How long a remote node may stay unreachable before its units fail
+    /// (`node.remoteunreachabletimeout`).
+    pub remote_unreachable_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -343,6 +344,8 @@ impl EngineConfig {
                 .map(|v| v.public_key.clone()),
             runner_exe: std::env::current_exe().map_err(BuildError::CurrentExe)?,
             log_level: config.log_level,
+            dialer: None,
+            remote_unreachable_timeout: config.node.remote_unreachable_timeout,
         })
     }
 }
@@ -363,6 +366,7 @@ struct Inner {
     units: std::sync::Mutex<BTreeMap<UnitId, Arc<Unit>>>,
     verification_key: Option<PathBuf>,
     signer: Option<Signer>,
+    remote: Arc<remote::RemoteWorker>,
     spawner: Spawner,
     _cancel_on_drop: DropGuard,
 }
@@ -403,6 +407,22 @@ impl WorkEngine {
             );
         }
         let cancel = CancellationToken::new();
+        let spawner = Spawner {
+            tracker: TaskTracker::new(),
+            cancel: cancel.clone(),
+        };
+        let remote = Arc::new(remote::RemoteWorker::new(
+            remote::RemoteSettings {
+                dialer: config.dialer,
+                signer: config.signer.clone(),
+                unreachable: config.remote_unreachable_timeout,
+            },
+            spawner.clone(),
+        ));
+        types.insert(
+            REMOTE_WORK_TYPE.to_owned(),
+            Arc::clone(&remote) as Arc<dyn Worker>,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
@@ -412,10 +432,8 @@ impl WorkEngine {
                 units: std::sync::Mutex::new(BTreeMap::new()),
                 verification_key: config.verification_key,
                 signer: config.signer,
-                spawner: Spawner {
-                    tracker: TaskTracker::new(),
-                    cancel: cancel.clone(),
-                },
+                remote,
+                spawner,
                 _cancel_on_drop: cancel.drop_guard(),
             }),
         })
@@ -530,7 +548,12 @@ impl WorkEngine {
                 Ok([(unit.id().to_string(), unit_status(&unit))].into())
             }
             None => {
-                let units: Vec<Arc<Unit>> = self.units().values().cloned().collect();
+                let units: Vec<Arc<Unit>> = self
+                    .units()
+                    .values()
+                    .filter(|u| !u.is_released())
+                    .cloned()
+                    .collect();
                 Ok(units
                     .iter()
                     .map(|u| (u.id().to_string(), unit_status(u)))
@@ -572,10 +595,16 @@ impl WorkEngine {
         let local =
             request.node == self.inner.node_id || request.node.eq_ignore_ascii_case("localhost");
         if !local {
-            return Err(WorkError::RemoteNotSupported {
-                node: request.node,
-                local: self.inner.node_id.clone(),
-            });
+            let extra_data = self
+                .inner
+                .remote
+                .prepare_submit(&request)
+                .map_err(|e| WorkError::Worker(e.0))?;
+            let worker: Arc<dyn Worker> = Arc::clone(&self.inner.remote) as Arc<dyn Worker>;
+            let unit = self
+                .allocate(worker, Status::created(REMOTE_WORK_TYPE, Some(extra_data)))
+                .await?;
+            return Submission::open(self.clone(), unit).await;
         }
         if !request.ttl.is_empty() {
             return Err(WorkError::TtlForLocalWork);
@@ -801,7 +830,12 @@ impl WorkEngine {
     async fn find(&self, id: &str) -> Result<Arc<Unit>, WorkError> {
         let id = UnitId::parse(id).map_err(WorkError::InvalidUnitId)?;
         if let Some(unit) = self.lookup(&id) {
-            return Ok(unit);
+            if !unit.is_released() {
+                return Ok(unit);
+            }
+            // Released in the background (remote work): forget it now.
+            self.units().remove(&id);
+            return Err(WorkError::UnknownUnit(id.to_string()));
         }
         match self.load_unit(&id).await {
             Some((unit, _)) => Ok(self.insert(unit)),
@@ -995,14 +1029,6 @@ mod tests {
         assert_eq!(
             WorkError::TtlForLocalWork.to_string(),
             "ttl option is intended for remote work only"
-        );
-        assert!(
-            WorkError::RemoteNotSupported {
-                node: "b".into(),
-                local: "a".into()
-            }
-            .to_string()
-            .starts_with("remote work is not supported yet")
         );
     }
 }

@@ -57,6 +57,8 @@ fn fixture() -> Result<Fixture> {
         verification_key: Some(public),
         runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_receptor")),
         log_level: LogLevel::Info,
+        dialer: None,
+        remote_unreachable_timeout: std::time::Duration::from_secs(5),
     })?;
     let node = Node::spawn(NodeConfig::new("node-a"))?;
     let ops = Ops::new(node, "test").with_work(engine);

@@ -40,6 +40,8 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         verification_key: None,
         runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_receptor")),
         log_level: LogLevel::Info,
+        dialer: None,
+        remote_unreachable_timeout: std::time::Duration::from_secs(5),
     })?)
 }
 
@@ -462,9 +464,10 @@ async fn submission_errors_match_go() -> Result<()> {
     );
     let mut remote = request("cat", None);
     remote.node = "node-b".into();
-    assert!(
-        err(engine.submit(remote, Caller::Unix).await)
-            .is_some_and(|e| e.starts_with("remote work is not supported yet"))
+    remote.params.insert("secret_x".into(), "s".into());
+    assert_eq!(
+        err(engine.submit(remote, Caller::Unix).await).as_deref(),
+        Some("cannot send secrets over a non-TLS connection")
     );
     let mut local_by_id = request("cat", None);
     local_by_id.node = "node-a".into();
@@ -517,6 +520,8 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         verification_key: Some(key),
         runner_exe: PathBuf::from(env!("CARGO_BIN_EXE_receptor")),
         log_level: LogLevel::Info,
+        dialer: None,
+        remote_unreachable_timeout: std::time::Duration::from_secs(5),
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);

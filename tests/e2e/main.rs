@@ -7,4 +7,5 @@ mod control;
 mod harness;
 mod mesh;
 mod reload;
+mod remote;
 mod work;

@@ -235,11 +235,22 @@ async fn receptorctl_work_commands() -> Result<()> {
         "{not_allowed:?}"
     );
     let remote = node
-        .ctl(&["work", "submit", "cat", "--node", "node-b", "-n"])
+        .ctl(&[
+            "work",
+            "submit",
+            "cat",
+            "--node",
+            "node-b",
+            "-n",
+            "-a",
+            "secret_x=1",
+        ])
         .await?;
     assert_eq!(remote.code, Some(101));
     assert!(
-        remote.stderr.contains("remote work is not supported yet"),
+        remote
+            .stderr
+            .contains("cannot send secrets over a non-TLS connection"),
         "{remote:?}"
     );
     let with_params = node

@@ -182,6 +182,9 @@ pub struct NodeConfig {
     pub firewall_rules: Vec<Rule>,
     /// Idle time after which a backend connection is dropped (≥ 21 s).
     pub max_idle_connection_timeout: Duration,
+    /// How long a remote node may stay unreachable before the remote work units sent to it
+    /// fail (`remoteunreachabletimeout`, a Rust extension; Go retries for ever).
+    pub remote_unreachable_timeout: Duration,
     /// Accepted for compatibility; only the Go v2 parser uses these.
     pub receptor_kube_support_reconnect: Option<String>,
     /// Accepted for compatibility; only the Go v2 parser uses it.
@@ -200,6 +203,7 @@ impl PartialEq for NodeConfig {
             && self.datadir == other.datadir
             && format!("{:?}", self.firewall_rules) == format!("{:?}", other.firewall_rules)
             && self.max_idle_connection_timeout == other.max_idle_connection_timeout
+            && self.remote_unreachable_timeout == other.remote_unreachable_timeout
             && self.receptor_kube_support_reconnect == other.receptor_kube_support_reconnect
             && self.receptor_kube_clientset_qps == other.receptor_kube_clientset_qps
             && self.receptor_kube_clientset_burst == other.receptor_kube_clientset_burst
@@ -274,6 +278,9 @@ impl NodeConfig {
             datadir: opt_path(raw, "datadir").unwrap_or_else(|| PathBuf::from(DEFAULT_DATADIR)),
             firewall_rules,
             max_idle_connection_timeout: timeout,
+            remote_unreachable_timeout: raw
+                .duration("remoteunreachabletimeout")
+                .unwrap_or(crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT),
             receptor_kube_support_reconnect: raw.opt_string("receptorkubesupportreconnect"),
             receptor_kube_clientset_qps: raw.opt_string("receptorkubeclientsetqps"),
             receptor_kube_clientset_burst: raw.opt_string("receptorkubeclientsetburst"),

@@ -259,6 +259,12 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
                 "Idle time before a backend connection is dropped (at least 21s)",
             )
             .def("21s"),
+            p(
+                "remoteunreachabletimeout",
+                Kind::Duration,
+                "How long a remote node may stay unreachable before work sent to it fails (Rust extension)",
+            )
+            .def("10m"),
             p("receptorkubesupportreconnect", Kind::Str, "Kubernetes log reconnect support (v2 configuration only)"),
             p("receptorkubeclientsetqps", Kind::Str, "Kubernetes client QPS (v2 configuration only)"),
             p("receptorkubeclientsetburst", Kind::Str, "Kubernetes client burst (v2 configuration only)"),
