@@ -12,7 +12,8 @@ Two clients:
 
 Then `big`: time to stream the 100 MB result of one unit (worktype `big`), with both clients.
 
-Usage: local_jobs.py SOCKET [--jobs N] [--warmup N] [--big-bytes N] [--skip-big] [--json]
+Usage: local_jobs.py SOCKET [--jobs N] [--warmup N] [--big-bytes N] [--skip-big] [--skip-jobs]
+                     [--clients lib,raw] [--json]
 """
 import argparse
 import json
@@ -200,12 +201,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--big-bytes", type=int, default=104857600)
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--skip-jobs", action="store_true")
     ap.add_argument("--clients", default="lib,raw")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     out = {"uptime": os.popen("uptime").read().strip(), "jobs": [], "big": []}
     clients = a.clients.split(",")
-    for name in clients:
+    for name in ([] if a.skip_jobs else clients):
         fn = {"lib": lib_job, "raw": raw_job}[name]
         r = run_jobs(name, fn, a.socket, a.jobs, a.warmup)
         r["uptime"] = os.popen("uptime").read().strip()
