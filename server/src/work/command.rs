@@ -211,6 +211,12 @@ impl CommandWorker {
     async fn cancel_unit(&self, unit: &Arc<Unit>) -> Result<Outcome, WorkerError> {
         let status = unit.status();
         if status.state.is_final() {
+            // The runner wrote its final state (seen by a status poll) but may not have
+            // exited yet: let the monitor record its end first, or a release would delete
+            // the directory under that last status write (ENOTEMPTY, then a 1 s retry).
+            if let Some(mut exited) = self.runner_exit(unit.id().as_str()) {
+                let _ = tokio::time::timeout(CANCEL_WAIT, exited.wait_for(|gone| *gone)).await;
+            }
             return Ok(Outcome::Done);
         }
         let pid = CommandExtra::parse(status.extra_data.as_deref()).map_or(0, |e| e.pid);
