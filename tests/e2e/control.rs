@@ -132,3 +132,117 @@ async fn receptorctl_over_tcp_and_tls() -> Result<()> {
     assert_eq!(code, Some(0), "{out}{err}");
     Ok(())
 }
+
+// === Go transcripts that need a mesh: status, ping, traceroute ===
+
+const TRANSCRIPTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/vectors/go-control-transcripts.jsonl"
+);
+
+/// Masks what differs between runs (times, RTTs, version, host facts) so the rest compares
+/// byte for byte.
+fn normalise(text: &str) -> Result<String> {
+    let rules = [
+        (r#""Time":"[^"]*""#, r#""Time":"T""#),
+        (r#""Time":\d+"#, r#""Time":0"#),
+        (r#""TimeStr":"[^"]*""#, r#""TimeStr":"S""#),
+        (r#""Version":"[^"]*""#, r#""Version":"V""#),
+        (r#""SystemCPUCount":\d+"#, r#""SystemCPUCount":0"#),
+        (r#""SystemMemoryMiB":\d+"#, r#""SystemMemoryMiB":0"#),
+    ];
+    let mut out = text.to_owned();
+    for (pattern, replacement) in rules {
+        out = regex::Regex::new(pattern)?
+            .replace_all(&out, replacement)
+            .into_owned();
+    }
+    Ok(out)
+}
+
+/// Sends `bytes` on a fresh control connection, half-closes, and reads to EOF.
+async fn raw_session(socket: &Path, bytes: &[u8]) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream.write_all(bytes).await?;
+    stream.shutdown().await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(crate::harness::WAIT, stream.read_to_end(&mut out))
+        .await
+        .context("session did not end")??;
+    Ok(String::from_utf8(out)?)
+}
+
+#[tokio::test]
+async fn go_mesh_transcripts_replay_byte_for_byte() -> Result<()> {
+    let text =
+        std::fs::read_to_string(TRANSCRIPTS).with_context(|| format!("reading {TRANSCRIPTS}"))?;
+    let cases: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    // The nodes of the capture: node-a dials node-b; both run cat, echo and sleep.
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().display().to_string();
+    let work = "- work-command: {worktype: cat, command: cat}\n- work-command: {worktype: echo, command: /bin/sh, params: \"-c 'echo hello-from-node-a; cat'\"}\n- work-command: {worktype: sleep, command: sleep, params: \"30\"}\n";
+    let b = Daemon::start_yaml(
+        "node-b",
+        dir.path(),
+        &format!("- node: {{id: node-b, datadir: {d}/b}}\n- tcp-listener: {{bindaddr: 127.0.0.1, port: 0}}\n- control-service: {{service: control, filename: {d}/b.sock}}\n{work}"),
+    )
+    .await?;
+    let b_addr = b.tcp_listener_addr().await?;
+    let a = Daemon::start_yaml(
+        "node-a",
+        dir.path(),
+        &format!("- node: {{id: node-a, datadir: {d}/a}}\n- tcp-peer: {{address: \"{b_addr}\"}}\n- control-service: {{service: control, filename: {d}/a.sock}}\n{work}"),
+    )
+    .await?;
+    let socket = dir.path().join("a.sock");
+    // Wait until node-a sees node-b's advertisement, as in the capture.
+    crate::harness::wait_for(
+        "node-a to know node-b's control service",
+        crate::harness::WAIT,
+        || {
+            let socket = socket.clone();
+            async move {
+                let out = raw_session(
+                    &socket,
+                    b"{\"command\":\"status\",\"requested_fields\":[\"Advertisements\"]}\n",
+                )
+                .await
+                .ok()?;
+                out.contains("\"NodeID\":\"node-b\",\"Service\":\"control\"")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .with_context(|| format!("{}\n{}", a.log(), b.log()))?;
+
+    let mut checked = 0;
+    for name in [
+        "status",
+        "status --json",
+        "ping",
+        "ping unknown node",
+        "traceroute",
+        "plain-text commands",
+        "unterminated line then EOF",
+    ] {
+        let case = cases
+            .iter()
+            .find(|c| c["case"] == name)
+            .with_context(|| format!("transcript case {name:?} missing"))?;
+        for conn in case["connections"].as_array().context("connections")? {
+            let sent = conn["c2s"]["utf8"].as_str().context("c2s")?;
+            let want = normalise(conn["s2c"]["utf8"].as_str().context("s2c")?)?;
+            let got = normalise(&raw_session(&socket, sent.as_bytes()).await?)?;
+            assert_eq!(got, want, "case {name:?}, sent {sent:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7);
+    Ok(())
+}
