@@ -225,6 +225,64 @@ async fn remote_work_over_one_and_two_hops() -> Result<()> {
     Ok(())
 }
 
+/// A four-node line a - b - c - d (each dials the one before it): a unit on d is three hops away.
+#[tokio::test]
+async fn remote_work_over_three_hops() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut daemons = Vec::new();
+    let mut prev: Option<String> = None;
+    for id in ["node-a", "node-b", "node-c", "node-d"] {
+        let peers: Vec<&str> = prev.iter().map(String::as_str).collect();
+        let d = Daemon::start_yaml(id, dir.path(), &node_yaml(dir.path(), id, true, &peers, ""))
+            .await?;
+        prev = Some(d.tcp_listener_addr().await?);
+        daemons.push(d);
+    }
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    let a = socket(dir.path(), "node-a");
+    wait_sees(&a, "node-d").await?;
+    wait_sees(&socket(dir.path(), "node-d"), "node-a").await?;
+    let payload = "three hops from node-a to node-d\n";
+    let out = ctl_with_stdin(
+        &a,
+        &["work", "submit", "cat", "--node", "node-d", "-p", "-", "-f"],
+        payload.as_bytes(),
+    )
+    .await?;
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", logs());
+    assert!(out.stdout.contains(payload), "{out:?}");
+    // A streaming unit over three hops, then released on both ends.
+    let out = receptorctl(&a, &["work", "submit", "lines", "--node", "node-d", "-n"]).await?;
+    let id = unit_id(&out)?;
+    let status = wait_state(&a, &id, "Succeeded", Duration::from_secs(60))
+        .await
+        .with_context(logs)?;
+    let want: String = (1..=LINES).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(results(&a, &id).await?, want);
+    let remote_id = status["ExtraData"]["RemoteUnitID"]
+        .as_str()
+        .context("remote id")?
+        .to_owned();
+    let d = socket(dir.path(), "node-d");
+    assert_eq!(unit_status(&d, &remote_id).await?["StateName"], "Succeeded");
+    let rel = receptorctl(&a, &["work", "release", &id]).await?;
+    assert_eq!(rel.code, Some(0), "{rel:?}");
+    wait_for("both ends released", Duration::from_secs(30), || async {
+        let here = receptorctl(&a, &["work", "list"]).await.ok()?;
+        let there = receptorctl(&d, &["work", "list"]).await.ok()?;
+        (!here.stdout.contains(&id) && !there.stdout.contains(&remote_id)).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn remote_work_100mb_round_trip_is_byte_identical() -> Result<()> {
     let line = Line::start("", "").await?;
@@ -297,10 +355,15 @@ async fn remote_work_100mb_round_trip_is_byte_identical() -> Result<()> {
 async fn many_parallel_remote_units_succeed_and_are_released() -> Result<()> {
     let line = Line::start("", "").await?;
     let a = line.sock("node-a");
+    // 200 units, at most 50 receptorctl processes at a time.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(50));
+    let started = tokio::time::Instant::now();
     let mut jobs = Vec::new();
-    for i in 0..24 {
+    for i in 0..200 {
         let a = a.clone();
+        let limit = limit.clone();
         jobs.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await?;
             let payload = format!("payload number {i}\n");
             let out = ctl_with_stdin(
                 &a,
@@ -320,6 +383,7 @@ async fn many_parallel_remote_units_succeed_and_are_released() -> Result<()> {
     for job in jobs {
         job.await?.with_context(|| line.logs())?;
     }
+    eprintln!("200 remote units took {:?}", started.elapsed());
     for (node, socket) in [("node-a", &a), ("node-c", &line.sock("node-c"))] {
         wait_for(
             &format!("{node} to have no units"),
