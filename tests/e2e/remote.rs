@@ -593,3 +593,144 @@ async fn submitting_node_restart_resumes_monitoring_and_fetching() -> Result<()>
     assert_eq!(results(&sock, &id).await?, want);
     Ok(())
 }
+
+/// A TCP relay the test can cut (dropping every connection and refusing new ones) and restore.
+struct Relay {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Connections relayed so far.
+    relayed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let relayed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accept = tokio::spawn({
+            let up = up.clone();
+            let conns = conns.clone();
+            let relayed = relayed.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    relayed.fetch_add(1, Ordering::SeqCst);
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().expect("relay lock").push(task);
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            up,
+            conns,
+            relayed,
+            accept,
+        })
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.conns.lock().expect("relay lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Result<()> {
+    const N: usize = 400;
+    const UNITS: usize = 20;
+    let dir = tempfile::tempdir()?;
+    let yaml = |id: &str, listen: bool, peers: &[&str]| {
+        node_yaml(dir.path(), id, listen, peers, &format!(
+            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.04; done'\"\n"
+        ))
+        .replace("remoteunreachabletimeout: 4s", "remoteunreachabletimeout: 60s")
+    };
+    let a = Daemon::start_yaml("node-a", dir.path(), &yaml("node-a", true, &[])).await?;
+    let c = Daemon::start_yaml("node-c", dir.path(), &yaml("node-c", true, &[])).await?;
+    let relay = Relay::start(a.tcp_listener_addr().await?).await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    // b reaches a only through the relay.
+    let b = Daemon::start_yaml(
+        "node-b",
+        dir.path(),
+        &yaml("node-b", false, &[&relay.addr, &c_addr]),
+    )
+    .await?;
+    let logs = || format!("--- a\n{}\n--- b\n{}\n--- c\n{}", a.log(), b.log(), c.log());
+    let sock = socket(dir.path(), "node-a");
+    wait_sees(&sock, "node-c").await?;
+    let mut ids = Vec::new();
+    for _ in 0..UNITS {
+        let out = receptorctl(
+            &sock,
+            &["work", "submit", "numbered", "--node", "node-c", "-n"],
+        )
+        .await?;
+        ids.push(unit_id(&out).with_context(logs)?);
+    }
+    let started = tokio::time::Instant::now();
+    for round in 0..3 {
+        // Let output flow, then cut the a - b link for a while and restore it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        relay.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        relay.restore();
+        wait_for("b to re-dial a", Duration::from_secs(60), || async {
+            (relay.relayed.load(std::sync::atomic::Ordering::SeqCst) > round + 1).then_some(())
+        })
+        .await
+        .with_context(|| format!("round {round}\n{}", logs()))?;
+        wait_sees(&sock, "node-c")
+            .await
+            .with_context(|| format!("round {round}\n{}", logs()))?;
+    }
+    // The link really was cut and re-dialled each time, while the units were still running.
+    assert!(
+        relay.relayed.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "b did not re-dial through the relay"
+    );
+    assert_eq!(unit_status(&sock, &ids[0]).await?["StateName"], "Running");
+    let want: String = (1..=N).map(|i| format!("numbered-line-{i}\n")).collect();
+    for id in &ids {
+        wait_state(&sock, id, "Succeeded", Duration::from_secs(120))
+            .await
+            .with_context(logs)?;
+        let got = results(&sock, id).await?;
+        assert!(
+            got == want,
+            "unit {id}: {} bytes, want {}\n{}",
+            got.len(),
+            want.len(),
+            logs()
+        );
+    }
+    eprintln!("20 units through 3 link cuts took {:?}", started.elapsed());
+    Ok(())
+}
