@@ -225,6 +225,64 @@ async fn remote_work_over_one_and_two_hops() -> Result<()> {
     Ok(())
 }
 
+/// A four-node line a - b - c - d (each dials the one before it): a unit on d is three hops away.
+#[tokio::test]
+async fn remote_work_over_three_hops() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut daemons = Vec::new();
+    let mut prev: Option<String> = None;
+    for id in ["node-a", "node-b", "node-c", "node-d"] {
+        let peers: Vec<&str> = prev.iter().map(String::as_str).collect();
+        let d = Daemon::start_yaml(id, dir.path(), &node_yaml(dir.path(), id, true, &peers, ""))
+            .await?;
+        prev = Some(d.tcp_listener_addr().await?);
+        daemons.push(d);
+    }
+    let logs = || {
+        daemons
+            .iter()
+            .map(Daemon::log)
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    };
+    let a = socket(dir.path(), "node-a");
+    wait_sees(&a, "node-d").await?;
+    wait_sees(&socket(dir.path(), "node-d"), "node-a").await?;
+    let payload = "three hops from node-a to node-d\n";
+    let out = ctl_with_stdin(
+        &a,
+        &["work", "submit", "cat", "--node", "node-d", "-p", "-", "-f"],
+        payload.as_bytes(),
+    )
+    .await?;
+    assert_eq!(out.code, Some(0), "{out:?}\n{}", logs());
+    assert!(out.stdout.contains(payload), "{out:?}");
+    // A streaming unit over three hops, then released on both ends.
+    let out = receptorctl(&a, &["work", "submit", "lines", "--node", "node-d", "-n"]).await?;
+    let id = unit_id(&out)?;
+    let status = wait_state(&a, &id, "Succeeded", Duration::from_secs(60))
+        .await
+        .with_context(logs)?;
+    let want: String = (1..=LINES).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(results(&a, &id).await?, want);
+    let remote_id = status["ExtraData"]["RemoteUnitID"]
+        .as_str()
+        .context("remote id")?
+        .to_owned();
+    let d = socket(dir.path(), "node-d");
+    assert_eq!(unit_status(&d, &remote_id).await?["StateName"], "Succeeded");
+    let rel = receptorctl(&a, &["work", "release", &id]).await?;
+    assert_eq!(rel.code, Some(0), "{rel:?}");
+    wait_for("both ends released", Duration::from_secs(30), || async {
+        let here = receptorctl(&a, &["work", "list"]).await.ok()?;
+        let there = receptorctl(&d, &["work", "list"]).await.ok()?;
+        (!here.stdout.contains(&id) && !there.stdout.contains(&remote_id)).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn remote_work_100mb_round_trip_is_byte_identical() -> Result<()> {
     let line = Line::start("", "").await?;
@@ -297,10 +355,15 @@ async fn remote_work_100mb_round_trip_is_byte_identical() -> Result<()> {
 async fn many_parallel_remote_units_succeed_and_are_released() -> Result<()> {
     let line = Line::start("", "").await?;
     let a = line.sock("node-a");
+    // 200 units, at most 50 receptorctl processes at a time.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(50));
+    let started = tokio::time::Instant::now();
     let mut jobs = Vec::new();
-    for i in 0..24 {
+    for i in 0..200 {
         let a = a.clone();
+        let limit = limit.clone();
         jobs.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await?;
             let payload = format!("payload number {i}\n");
             let out = ctl_with_stdin(
                 &a,
@@ -320,6 +383,7 @@ async fn many_parallel_remote_units_succeed_and_are_released() -> Result<()> {
     for job in jobs {
         job.await?.with_context(|| line.logs())?;
     }
+    eprintln!("200 remote units took {:?}", started.elapsed());
     for (node, socket) in [("node-a", &a), ("node-c", &line.sock("node-c"))] {
         wait_for(
             &format!("{node} to have no units"),
@@ -527,5 +591,146 @@ async fn submitting_node_restart_resumes_monitoring_and_fetching() -> Result<()>
         .with_context(|| format!("{}\n--- c\n{}", a.log(), c.log()))?;
     let want: String = (1..=LINES).map(|i| format!("line-{i}\n")).collect();
     assert_eq!(results(&sock, &id).await?, want);
+    Ok(())
+}
+
+/// A TCP relay the test can cut (dropping every connection and refusing new ones) and restore.
+struct Relay {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Connections relayed so far.
+    relayed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let relayed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accept = tokio::spawn({
+            let up = up.clone();
+            let conns = conns.clone();
+            let relayed = relayed.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    relayed.fetch_add(1, Ordering::SeqCst);
+                    let target = target.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().expect("relay lock").push(task);
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            up,
+            conns,
+            relayed,
+            accept,
+        })
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.conns.lock().expect("relay lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Result<()> {
+    const N: usize = 400;
+    const UNITS: usize = 20;
+    let dir = tempfile::tempdir()?;
+    let yaml = |id: &str, listen: bool, peers: &[&str]| {
+        node_yaml(dir.path(), id, listen, peers, &format!(
+            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.04; done'\"\n"
+        ))
+        .replace("remoteunreachabletimeout: 4s", "remoteunreachabletimeout: 60s")
+    };
+    let a = Daemon::start_yaml("node-a", dir.path(), &yaml("node-a", true, &[])).await?;
+    let c = Daemon::start_yaml("node-c", dir.path(), &yaml("node-c", true, &[])).await?;
+    let relay = Relay::start(a.tcp_listener_addr().await?).await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    // b reaches a only through the relay.
+    let b = Daemon::start_yaml(
+        "node-b",
+        dir.path(),
+        &yaml("node-b", false, &[&relay.addr, &c_addr]),
+    )
+    .await?;
+    let logs = || format!("--- a\n{}\n--- b\n{}\n--- c\n{}", a.log(), b.log(), c.log());
+    let sock = socket(dir.path(), "node-a");
+    wait_sees(&sock, "node-c").await?;
+    let mut ids = Vec::new();
+    for _ in 0..UNITS {
+        let out = receptorctl(
+            &sock,
+            &["work", "submit", "numbered", "--node", "node-c", "-n"],
+        )
+        .await?;
+        ids.push(unit_id(&out).with_context(logs)?);
+    }
+    let started = tokio::time::Instant::now();
+    for round in 0..3 {
+        // Let output flow, then cut the a - b link for a while and restore it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        relay.cut();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        relay.restore();
+        wait_for("b to re-dial a", Duration::from_secs(60), || async {
+            (relay.relayed.load(std::sync::atomic::Ordering::SeqCst) > round + 1).then_some(())
+        })
+        .await
+        .with_context(|| format!("round {round}\n{}", logs()))?;
+        wait_sees(&sock, "node-c")
+            .await
+            .with_context(|| format!("round {round}\n{}", logs()))?;
+    }
+    // The link really was cut and re-dialled each time, while the units were still running.
+    assert!(
+        relay.relayed.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "b did not re-dial through the relay"
+    );
+    assert_eq!(unit_status(&sock, &ids[0]).await?["StateName"], "Running");
+    let want: String = (1..=N).map(|i| format!("numbered-line-{i}\n")).collect();
+    for id in &ids {
+        wait_state(&sock, id, "Succeeded", Duration::from_secs(120))
+            .await
+            .with_context(logs)?;
+        let got = results(&sock, id).await?;
+        assert!(
+            got == want,
+            "unit {id}: {} bytes, want {}\n{}",
+            got.len(),
+            want.len(),
+            logs()
+        );
+    }
+    eprintln!("20 units through 3 link cuts took {:?}", started.elapsed());
     Ok(())
 }
