@@ -663,12 +663,13 @@ impl Drop for Relay {
 
 #[tokio::test]
 async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Result<()> {
-    const N: usize = 400;
+    // Long enough (about 45 s) that every cut happens while the units are still streaming.
+    const N: usize = 1500;
     const UNITS: usize = 20;
     let dir = tempfile::tempdir()?;
     let yaml = |id: &str, listen: bool, peers: &[&str]| {
         node_yaml(dir.path(), id, listen, peers, &format!(
-            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.04; done'\"\n"
+            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.03; done'\"\n"
         ))
         .replace("remoteunreachabletimeout: 4s", "remoteunreachabletimeout: 60s")
     };
@@ -699,6 +700,11 @@ async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Res
     for round in 0..3 {
         // Let output flow, then cut the a - b link for a while and restore it.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            unit_status(&sock, &ids[0]).await?["StateName"],
+            "Running",
+            "round {round}: the units finished before the link was cut"
+        );
         relay.cut();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         relay.restore();
@@ -716,7 +722,6 @@ async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Res
         relay.relayed.load(std::sync::atomic::Ordering::SeqCst) >= 4,
         "b did not re-dial through the relay"
     );
-    assert_eq!(unit_status(&sock, &ids[0]).await?["StateName"], "Running");
     let want: String = (1..=N).map(|i| format!("numbered-line-{i}\n")).collect();
     for id in &ids {
         wait_state(&sock, id, "Succeeded", Duration::from_secs(120))
