@@ -42,6 +42,7 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         log_level: LogLevel::Info,
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
+        work_retention: None,
     })?)
 }
 
@@ -522,6 +523,7 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         log_level: LogLevel::Info,
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
+        work_retention: None,
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);

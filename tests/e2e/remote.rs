@@ -734,3 +734,67 @@ async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Res
     eprintln!("20 units through 3 link cuts took {:?}", started.elapsed());
     Ok(())
 }
+
+#[tokio::test]
+async fn finished_units_past_the_work_retention_are_released() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Daemon::start_yaml(
+        "node-c",
+        dir.path(),
+        &node_yaml(dir.path(), "node-c", true, &[], ""),
+    )
+    .await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    // Only node-a has a retention.
+    let a_yaml = node_yaml(dir.path(), "node-a", false, &[&c_addr], "").replace(
+        "remoteunreachabletimeout: 4s",
+        "remoteunreachabletimeout: 4s\n    workretention: 2s",
+    );
+    let a = Daemon::start_yaml("node-a", dir.path(), &a_yaml).await?;
+    let logs = || format!("--- a\n{}\n--- c\n{}", a.log(), c.log());
+    let sock = socket(dir.path(), "node-a");
+    let c_sock = socket(dir.path(), "node-c");
+    wait_sees(&sock, "node-c").await?;
+    let local = unit_id(&receptorctl(&sock, &["work", "submit", "cat", "-l", "local"]).await?)?;
+    let remote = unit_id(
+        &receptorctl(
+            &sock,
+            &["work", "submit", "cat", "--node", "node-c", "-l", "remote"],
+        )
+        .await?,
+    )?;
+    let running = unit_id(&receptorctl(&sock, &["work", "submit", "sleeper", "-n"]).await?)?;
+    let on_c = unit_id(&receptorctl(&c_sock, &["work", "submit", "cat", "-l", "kept"]).await?)?;
+    let status = wait_state(&sock, &remote, "Succeeded", Duration::from_secs(30))
+        .await
+        .with_context(logs)?;
+    let remote_id = status["ExtraData"]["RemoteUnitID"]
+        .as_str()
+        .context("remote id")?
+        .to_owned();
+    // Readable while within the retention.
+    assert_eq!(results(&sock, &local).await?.trim_end(), "local");
+    let started = tokio::time::Instant::now();
+    wait_for(
+        "finished units to be released",
+        Duration::from_secs(30),
+        || async {
+            let here = receptorctl(&sock, &["work", "list"]).await.ok()?;
+            let there = receptorctl(&c_sock, &["work", "list"]).await.ok()?;
+            (!here.stdout.contains(&local)
+                && !here.stdout.contains(&remote)
+                && !there.stdout.contains(&remote_id))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(logs)?;
+    eprintln!("released {:?} after the check", started.elapsed());
+    for id in [&local, &remote] {
+        assert!(!dir.path().join("node-a-data/node-a").join(id).exists());
+    }
+    // A running unit is never swept; node-c (no retention) keeps its own finished unit.
+    assert_eq!(unit_status(&sock, &running).await?["StateName"], "Running");
+    assert_eq!(unit_status(&c_sock, &on_c).await?["StateName"], "Succeeded");
+    Ok(())
+}
