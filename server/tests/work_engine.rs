@@ -659,3 +659,25 @@ async fn duplicate_or_reserved_work_types_are_refused() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn sweep_releases_only_units_finished_longer_than_the_retention() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = engine_at(dir.path(), standard_types())?;
+    let old = submit(&engine, "cat", None, b"old").await?;
+    wait_final(&engine, &old).await?;
+    let running = submit(&engine, "sleep", None, b"").await?;
+    wait_state(&engine, &running, |s| s.state == State::RUNNING).await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = submit(&engine, "cat", None, b"fresh").await?;
+    wait_final(&engine, &fresh).await?;
+    // Nothing has finished an hour ago; only `old` finished more than a second ago.
+    assert_eq!(engine.sweep_expired(Duration::from_secs(3600)).await, 0);
+    assert_eq!(engine.sweep_expired(Duration::from_secs(1)).await, 1);
+    assert!(engine.status(&old).await.is_err());
+    assert!(!dir.path().join("node-a").join(&old).exists());
+    assert_eq!(engine.status(&fresh).await?.state, State::SUCCEEDED);
+    assert_eq!(engine.status(&running).await?.state, State::RUNNING);
+    engine.release(&running, true, "", Caller::Unix).await?;
+    Ok(())
+}
