@@ -372,6 +372,7 @@ fn assemble(
             firewall_rules: Vec::new(),
             max_idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
             remote_unreachable_timeout: crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT,
+            work_retention: None,
             receptor_kube_support_reconnect: None,
             receptor_kube_clientset_qps: None,
             receptor_kube_clientset_burst: None,

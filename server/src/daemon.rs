@@ -285,6 +285,7 @@ impl Daemon {
         )));
         let work = WorkEngine::new(engine_config)?;
         work.recover().await;
+        work.start_retention_sweeper();
         let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
         let ops = Ops::new(node.clone(), VERSION)
             .with_work(work.clone())

@@ -317,6 +317,9 @@ pub struct EngineConfig {
     /// How long a remote node may stay unreachable before its units fail
     /// (`node.remoteunreachabletimeout`).
     pub remote_unreachable_timeout: Duration,
+    /// How long finished units are kept before the engine releases them
+    /// (`node.workretention`; `None`: until released).
+    pub work_retention: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -346,6 +349,7 @@ impl EngineConfig {
             log_level: config.log_level,
             dialer: None,
             remote_unreachable_timeout: config.node.remote_unreachable_timeout,
+            work_retention: config.node.work_retention,
         })
     }
 }
@@ -367,6 +371,7 @@ struct Inner {
     verification_key: Option<PathBuf>,
     signer: Option<Signer>,
     remote: Arc<remote::RemoteWorker>,
+    retention: Option<Duration>,
     spawner: Spawner,
     _cancel_on_drop: DropGuard,
 }
@@ -433,6 +438,7 @@ impl WorkEngine {
                 verification_key: config.verification_key,
                 signer: config.signer,
                 remote,
+                retention: config.work_retention,
                 spawner,
                 _cancel_on_drop: cancel.drop_guard(),
             }),
@@ -790,6 +796,69 @@ impl WorkEngine {
         unit.mark_released();
         self.units().remove(unit.id());
         Ok(Outcome::Done)
+    }
+
+    /// Starts the retention sweeper (`node.workretention`): every so often, units that
+    /// finished (Succeeded, Failed or Canceled) longer than the retention ago are released,
+    /// so a node's disk does not fill with old results. No-op without a retention. The task
+    /// stops when the engine shuts down or its last handle is dropped.
+    pub fn start_retention_sweeper(&self) {
+        let Some(retention) = self.inner.retention else {
+            return;
+        };
+        let period = (retention / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.spawner.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = WorkEngine { inner };
+                engine.sweep_expired(retention).await;
+            }
+        });
+    }
+
+    /// Releases every unit that finished (Succeeded, Failed or Canceled) more than
+    /// `retention` ago, judged by its status file's modification time; returns how many
+    /// went. Remote units also release their remote end (a release left pending because the
+    /// remote node is unreachable is retried on the next sweep).
+    pub async fn sweep_expired(&self, retention: Duration) -> usize {
+        let candidates: Vec<Arc<Unit>> = self
+            .units()
+            .values()
+            .filter(|u| !u.is_released() && u.status().state.is_final())
+            .cloned()
+            .collect();
+        let mut released = 0;
+        for unit in candidates {
+            let path = unit.dir().join("status");
+            let age = blocking(move || {
+                std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default())
+            })
+            .await;
+            let Ok(age) = age else { continue };
+            if age < retention {
+                continue;
+            }
+            match self
+                .release(unit.id().as_str(), false, "", Caller::Unix)
+                .await
+            {
+                Ok(Outcome::Done) => {
+                    released += 1;
+                    tracing::info!(unit = %unit.id(), age_secs = age.as_secs(), "work unit past its retention, released");
+                }
+                Ok(Outcome::Pending) => {}
+                Err(error) => {
+                    tracing::warn!(unit = %unit.id(), %error, "cannot release a work unit past its retention");
+                }
+            }
+        }
+        released
     }
 
     /// Stops monitoring (runner processes keep running and are picked up by the next

@@ -59,6 +59,7 @@ fn fixture() -> Result<Fixture> {
         log_level: LogLevel::Info,
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
+        work_retention: None,
     })?;
     let node = Node::spawn(NodeConfig::new("node-a"))?;
     let ops = Ops::new(node, "test").with_work(engine);

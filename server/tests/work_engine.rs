@@ -42,6 +42,7 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         log_level: LogLevel::Info,
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
+        work_retention: None,
     })?)
 }
 
@@ -522,6 +523,7 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         log_level: LogLevel::Info,
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
+        work_retention: None,
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);
@@ -655,5 +657,27 @@ async fn duplicate_or_reserved_work_types_are_refused() -> Result<()> {
         let error = engine_at(dir.path(), types).err().map(|e| e.to_string());
         assert_eq!(error, Some(format!("work type {name} already registered")));
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sweep_releases_only_units_finished_longer_than_the_retention() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = engine_at(dir.path(), standard_types())?;
+    let old = submit(&engine, "cat", None, b"old").await?;
+    wait_final(&engine, &old).await?;
+    let running = submit(&engine, "sleep", None, b"").await?;
+    wait_state(&engine, &running, |s| s.state == State::RUNNING).await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let fresh = submit(&engine, "cat", None, b"fresh").await?;
+    wait_final(&engine, &fresh).await?;
+    // Nothing has finished an hour ago; only `old` finished more than a second ago.
+    assert_eq!(engine.sweep_expired(Duration::from_secs(3600)).await, 0);
+    assert_eq!(engine.sweep_expired(Duration::from_secs(1)).await, 1);
+    assert!(engine.status(&old).await.is_err());
+    assert!(!dir.path().join("node-a").join(&old).exists());
+    assert_eq!(engine.status(&fresh).await?.state, State::SUCCEEDED);
+    assert_eq!(engine.status(&running).await?.state, State::RUNNING);
+    engine.release(&running, true, "", Caller::Unix).await?;
     Ok(())
 }

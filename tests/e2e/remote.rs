@@ -663,13 +663,12 @@ impl Drop for Relay {
 
 #[tokio::test]
 async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Result<()> {
-    // Long enough (about 45 s) that every cut happens while the units are still streaming.
-    const N: usize = 1500;
+    const N: usize = 300;
     const UNITS: usize = 20;
     let dir = tempfile::tempdir()?;
     let yaml = |id: &str, listen: bool, peers: &[&str]| {
         node_yaml(dir.path(), id, listen, peers, &format!(
-            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.03; done'\"\n"
+            "- work-command:\n    worktype: numbered\n    command: bash\n    params: \"-c 'for i in $(seq 1 {N}); do echo numbered-line-$i; sleep 0.1; done'\"\n"
         ))
         .replace("remoteunreachabletimeout: 4s", "remoteunreachabletimeout: 60s")
     };
@@ -698,12 +697,13 @@ async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Res
     }
     let started = tokio::time::Instant::now();
     for round in 0..3 {
-        // Let output flow, then cut the a - b link for a while and restore it.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Let output flow, then cut the a - b link for a while and restore it: every cut
+        // happens while the units are still streaming.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(
-            unit_status(&sock, &ids[0]).await?["StateName"],
+            unit_status(&sock, &ids[UNITS - 1]).await?["StateName"],
             "Running",
-            "round {round}: the units finished before the link was cut"
+            "round {round}"
         );
         relay.cut();
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -737,5 +737,69 @@ async fn link_cut_and_restored_three_times_loses_and_duplicates_nothing() -> Res
         );
     }
     eprintln!("20 units through 3 link cuts took {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn finished_units_past_the_work_retention_are_released() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Daemon::start_yaml(
+        "node-c",
+        dir.path(),
+        &node_yaml(dir.path(), "node-c", true, &[], ""),
+    )
+    .await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    // Only node-a has a retention.
+    let a_yaml = node_yaml(dir.path(), "node-a", false, &[&c_addr], "").replace(
+        "remoteunreachabletimeout: 4s",
+        "remoteunreachabletimeout: 4s\n    workretention: 2s",
+    );
+    let a = Daemon::start_yaml("node-a", dir.path(), &a_yaml).await?;
+    let logs = || format!("--- a\n{}\n--- c\n{}", a.log(), c.log());
+    let sock = socket(dir.path(), "node-a");
+    let c_sock = socket(dir.path(), "node-c");
+    wait_sees(&sock, "node-c").await?;
+    let local = unit_id(&receptorctl(&sock, &["work", "submit", "cat", "-l", "local"]).await?)?;
+    let remote = unit_id(
+        &receptorctl(
+            &sock,
+            &["work", "submit", "cat", "--node", "node-c", "-l", "remote"],
+        )
+        .await?,
+    )?;
+    let running = unit_id(&receptorctl(&sock, &["work", "submit", "sleeper", "-n"]).await?)?;
+    let on_c = unit_id(&receptorctl(&c_sock, &["work", "submit", "cat", "-l", "kept"]).await?)?;
+    let status = wait_state(&sock, &remote, "Succeeded", Duration::from_secs(30))
+        .await
+        .with_context(logs)?;
+    let remote_id = status["ExtraData"]["RemoteUnitID"]
+        .as_str()
+        .context("remote id")?
+        .to_owned();
+    // Readable while within the retention.
+    assert_eq!(results(&sock, &local).await?.trim_end(), "local");
+    let started = tokio::time::Instant::now();
+    wait_for(
+        "finished units to be released",
+        Duration::from_secs(30),
+        || async {
+            let here = receptorctl(&sock, &["work", "list"]).await.ok()?;
+            let there = receptorctl(&c_sock, &["work", "list"]).await.ok()?;
+            (!here.stdout.contains(&local)
+                && !here.stdout.contains(&remote)
+                && !there.stdout.contains(&remote_id))
+            .then_some(())
+        },
+    )
+    .await
+    .with_context(logs)?;
+    eprintln!("released {:?} after the check", started.elapsed());
+    for id in [&local, &remote] {
+        assert!(!dir.path().join("node-a-data/node-a").join(id).exists());
+    }
+    // A running unit is never swept; node-c (no retention) keeps its own finished unit.
+    assert_eq!(unit_status(&sock, &running).await?["StateName"], "Running");
+    assert_eq!(unit_status(&c_sock, &on_c).await?["StateName"], "Succeeded");
     Ok(())
 }

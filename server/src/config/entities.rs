@@ -185,6 +185,10 @@ pub struct NodeConfig {
     /// How long a remote node may stay unreachable before the remote work units sent to it
     /// fail (`remoteunreachabletimeout`, a Rust extension; Go retries for ever).
     pub remote_unreachable_timeout: Duration,
+    /// How long finished units (Succeeded, Failed, Canceled) are kept before the engine
+    /// releases them (`workretention`, a Rust extension; `None` or `0`: kept until released,
+    /// as in Go).
+    pub work_retention: Option<Duration>,
     /// Accepted for compatibility; only the Go v2 parser uses these.
     pub receptor_kube_support_reconnect: Option<String>,
     /// Accepted for compatibility; only the Go v2 parser uses it.
@@ -204,6 +208,7 @@ impl PartialEq for NodeConfig {
             && format!("{:?}", self.firewall_rules) == format!("{:?}", other.firewall_rules)
             && self.max_idle_connection_timeout == other.max_idle_connection_timeout
             && self.remote_unreachable_timeout == other.remote_unreachable_timeout
+            && self.work_retention == other.work_retention
             && self.receptor_kube_support_reconnect == other.receptor_kube_support_reconnect
             && self.receptor_kube_clientset_qps == other.receptor_kube_clientset_qps
             && self.receptor_kube_clientset_burst == other.receptor_kube_clientset_burst
@@ -281,6 +286,7 @@ impl NodeConfig {
             remote_unreachable_timeout: raw
                 .duration("remoteunreachabletimeout")
                 .unwrap_or(crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT),
+            work_retention: raw.duration("workretention").filter(|d| !d.is_zero()),
             receptor_kube_support_reconnect: raw.opt_string("receptorkubesupportreconnect"),
             receptor_kube_clientset_qps: raw.opt_string("receptorkubeclientsetqps"),
             receptor_kube_clientset_burst: raw.opt_string("receptorkubeclientsetburst"),

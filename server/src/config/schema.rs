@@ -265,6 +265,12 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
                 "How long a remote node may stay unreachable before work sent to it fails (Rust extension)",
             )
             .def("10m"),
+            p(
+                "workretention",
+                Kind::Duration,
+                "How long finished work units are kept before they are released automatically; 0 keeps them until released (Rust extension)",
+            )
+            .def("0s"),
             p("receptorkubesupportreconnect", Kind::Str, "Kubernetes log reconnect support (v2 configuration only)"),
             p("receptorkubeclientsetqps", Kind::Str, "Kubernetes client QPS (v2 configuration only)"),
             p("receptorkubeclientsetburst", Kind::Str, "Kubernetes client burst (v2 configuration only)"),

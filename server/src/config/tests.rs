@@ -980,3 +980,26 @@ fn canonical_items_mark_reloadable_entities() {
         "config format invalid: item has multiple names",
     );
 }
+
+#[test]
+fn work_retention_is_a_node_duration_defaulting_to_keep() {
+    assert_eq!(run("--node id=a").node.work_retention, None);
+    assert_eq!(
+        run("--node id=a workretention=0s").node.work_retention,
+        None
+    );
+    assert_eq!(
+        run("--node id=a workretention=1h30m").node.work_retention,
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(
+        yaml("- node:\n    id: a\n    workretention: 2s\n")
+            .node
+            .work_retention,
+        Some(std::time::Duration::from_secs(2))
+    );
+    only(
+        &cli_problems("--node id=a workretention=30"),
+        "invalid value for workretention: missing unit in duration \"30\"",
+    );
+}
