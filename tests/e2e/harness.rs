@@ -81,8 +81,19 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts `receptor` with `args` (e.g. `--config file`).
     pub(crate) async fn start(name: &str, args: &[&str]) -> Result<Self> {
+        Self::start_env(name, args, &[]).await
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables for the daemon (and so for
+    /// the work commands it runs).
+    pub(crate) async fn start_env(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Result<Self> {
         let mut child = Command::new(receptor_bin()?)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -109,6 +120,19 @@ impl Daemon {
         std::fs::write(&path, yaml)?;
         let path = path.to_string_lossy().into_owned();
         Self::start(name, &["--config", &path]).await
+    }
+
+    /// Like [`Daemon::start_yaml`], with extra environment variables.
+    pub(crate) async fn start_yaml_env(
+        name: &str,
+        dir: &Path,
+        yaml: &str,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Result<Self> {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml)?;
+        let path = path.to_string_lossy().into_owned();
+        Self::start_env(name, &["--config", &path], env).await
     }
 
     /// Everything the process printed so far.
