@@ -29,38 +29,56 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from local_jobs import PAYLOAD, pct  # noqa: E402
 
 
-def job(sock, node):
+PHASES = ("submit", "results", "status", "release")
+
+
+def job(sock, node, phases=None):
+    t = [time.perf_counter()]
     rc = ReceptorControl(sock)
     unit = rc.submit_work("cat", PAYLOAD, node=node)["unitid"]
+    t.append(time.perf_counter())
     rc = ReceptorControl(sock)
     f = rc.get_work_results(unit, return_sockfile=True)
     data = f.read()
     f.close()
+    t.append(time.perf_counter())
     if data.decode() != PAYLOAD:
         raise RuntimeError(f"unit {unit}: unexpected results {data[:80]!r}")
     rc = ReceptorControl(sock)
     st = rc.simple_command(f"work status {unit}")
+    t.append(time.perf_counter())
     if st.get("StateName") != "Succeeded":
         raise RuntimeError(f"unit {unit}: status {st}")
     rc.simple_command(f"work release {unit}")
     rc.close()
+    t.append(time.perf_counter())
+    if phases is not None:
+        for i, name in enumerate(PHASES):
+            phases.setdefault(name, []).append((t[i + 1] - t[i]) * 1000.0)
 
 
 def run_jobs(label, sock, node, jobs, warmup):
     for _ in range(warmup):
         job(sock, node)
     lat = []
+    phases = {}
     t0 = time.perf_counter()
     for _ in range(jobs):
         s = time.perf_counter()
-        job(sock, node)
+        job(sock, node, phases)
         lat.append((time.perf_counter() - s) * 1000.0)
     wall = time.perf_counter() - t0
     lat.sort()
+    ph = {}
+    for name, v in phases.items():
+        v.sort()
+        ph[name] = {"p50_ms": round(pct(v, 50), 2), "p99_ms": round(pct(v, 99), 2),
+                    "max_ms": round(v[-1], 2), "over_500ms": sum(1 for x in v if x > 500)}
     return {"where": label, "jobs": jobs, "wall_s": round(wall, 3),
             "jobs_per_s": round(jobs / wall, 1),
             "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
-            "max_ms": round(lat[-1], 2), "mean_ms": round(statistics.mean(lat), 2)}
+            "max_ms": round(lat[-1], 2), "mean_ms": round(statistics.mean(lat), 2),
+            "over_500ms": sum(1 for x in lat if x > 500), "phases": ph}
 
 
 def round_trip(sock, node, path, size):
@@ -114,8 +132,11 @@ def main():
         out["jobs"].append(r)
         if not a.json:
             print(f"small jobs [{label}]: {r['jobs']} jobs in {r['wall_s']} s = {r['jobs_per_s']} jobs/s;"
-                  f" p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms  | {r['uptime']}",
-                  flush=True)
+                  f" p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms,"
+                  f" {r['over_500ms']} over 500 ms  | {r['uptime']}", flush=True)
+            print("    per phase: " + "; ".join(
+                f"{n} p50 {v['p50_ms']} / p99 {v['p99_ms']} / max {v['max_ms']} ms ({v['over_500ms']} > 500)"
+                for n, v in r["phases"].items()), flush=True)
     sizes = [int(s) for s in a.sizes.split(",") if s]
     for size in sizes:
         fd, path = tempfile.mkstemp(prefix="payload-")
