@@ -1096,7 +1096,9 @@ async fn fetcher(
         }
         let _ = file.sync_data().await;
         // Ask the status monitor for a fresh remote state now rather than in a second.
-        mirror.poke.notify_waiters();
+        // notify_one keeps the request if the monitor is busy with a poll right now;
+        // notify_waiters would lose it and stall the unit for a whole poll interval.
+        mirror.poke.notify_one();
         apply(unit, mirror).await;
         if mirror.done(local) && unit.status().state.is_final() {
             return;
