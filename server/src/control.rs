@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::command::{Command, Parsed, WorkCommand};
+use crate::error_chain;
 use crate::gojson::{escape, go_string, to_go_json};
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
 use crate::work::{Caller, ExtraData, Outcome, UnitStatus};
@@ -300,17 +301,6 @@ where
         () = downstream => {}
         () = upstream => {}
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Runs one control session on any byte stream: greeting, then commands until EOF. The

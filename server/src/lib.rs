@@ -19,3 +19,16 @@ mod gojson;
 pub mod ops;
 pub mod tls;
 pub mod work;
+
+/// An error and its causes on one line, `a: b: c`: how errors are shown in logs, `ERROR:`
+/// replies and `Error:` lines.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

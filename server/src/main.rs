@@ -7,6 +7,7 @@ use std::time::Duration;
 use receptor_server::certs;
 use receptor_server::config::{self, Config, Invocation, LogLevel};
 use receptor_server::daemon::Daemon;
+use receptor_server::error_chain;
 
 /// The configuration `receptor --default-config` runs.
 const DEFAULT_CONFIG: &str = include_str!("../../deploy/default.yaml");
@@ -118,17 +119,6 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn init_logging(level: LogLevel) {

@@ -121,7 +121,7 @@ impl Reloader {
         self.node.stop_backends();
         start_backends(&self.node, &config, &self.tls)
             .await
-            .map_err(|error| ReloadError::new(4, super::error_chain(&error)))?;
+            .map_err(|error| ReloadError::new(4, crate::error_chain(&error)))?;
         Ok(())
     }
 }
