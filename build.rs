@@ -3,7 +3,14 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["receptor/v1/mesh.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    let fds = protox::compile(
+        ["receptor/v1/mesh.proto", "receptor/v1/work.proto"],
+        ["proto"],
+    )?;
+    // No `connect` constructors on the clients: `Mesh.Connect` is an RPC, and clients build
+    // their channel themselves (Unix sockets, TLS, the classic-socket upgrade).
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -14,3 +14,6 @@
 pub mod v1 {
     tonic::include_proto!("receptor.v1");
 }
+
+/// The protobuf well-known types the contract uses (`Duration`, `Timestamp`).
+pub use prost_types;

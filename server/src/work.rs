@@ -147,6 +147,20 @@ pub struct UnitStatus {
     pub extra_data: ExtraData,
 }
 
+/// One change to a unit, as [`WorkEngine::watch`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkEvent {
+    /// The unit.
+    pub unit_id: String,
+    /// Its status after the change.
+    pub status: UnitStatus,
+    /// The unit was released (it no longer exists once its directory is removed).
+    pub released: bool,
+}
+
+/// Unit changes a slow [`WorkEngine::watch`] receiver may fall behind before it lags.
+const WATCH_BACKLOG: usize = 1024;
+
 /// A failed work operation. The messages are Go's, since clients match on them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -373,6 +387,8 @@ struct Inner {
     remote: Arc<remote::RemoteWorker>,
     retention: Option<Duration>,
     spawner: Spawner,
+    /// Every unit change, for [`WorkEngine::watch`].
+    events: tokio::sync::broadcast::Sender<WorkEvent>,
     _cancel_on_drop: DropGuard,
 }
 
@@ -440,6 +456,7 @@ impl WorkEngine {
                 remote,
                 retention: config.work_retention,
                 spawner,
+                events: tokio::sync::broadcast::Sender::new(WATCH_BACKLOG),
                 _cancel_on_drop: cancel.drop_guard(),
             }),
         })
@@ -568,6 +585,14 @@ impl WorkEngine {
         }
     }
 
+    /// A feed of every unit change from now on: state, detail or size changed, or the unit
+    /// was released. A receiver that falls more than a backlog behind gets
+    /// [`broadcast::error::RecvError::Lagged`](tokio::sync::broadcast::error::RecvError) and
+    /// should re-read [`WorkEngine::list`]; memory stays bounded whoever is slow.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<WorkEvent> {
+        self.inner.events.subscribe()
+    }
+
     /// Status of one unit.
     ///
     /// # Errors
@@ -672,7 +697,13 @@ impl WorkEngine {
                 break (id, dir);
             }
         };
-        let unit = Unit::new(id, dir, Some(worker), status.clone());
+        let unit = Unit::new(
+            id,
+            dir,
+            Some(worker),
+            status.clone(),
+            self.inner.events.clone(),
+        );
         if let Err(error) = unit.store(status).await {
             let _ = std::fs::remove_dir_all(unit.dir());
             return Err(WorkError::io(
@@ -940,7 +971,13 @@ impl WorkEngine {
             Err(LoadError::Missing(_)) => None,
             Ok(status) => {
                 let worker = self.inner.types.get(&status.work_type).cloned();
-                let unit = Unit::new(id.clone(), dir, worker.clone(), status);
+                let unit = Unit::new(
+                    id.clone(),
+                    dir,
+                    worker.clone(),
+                    status,
+                    self.inner.events.clone(),
+                );
                 let mut problem = None;
                 if let Some(worker) = worker
                     && let Err(error) = worker.restart(&unit, &self.inner.spawner).await
@@ -980,7 +1017,13 @@ impl WorkEngine {
                     work_type: String::new(),
                     extra_data: None,
                 };
-                let unit = Unit::new(id.clone(), dir, None, status.clone());
+                let unit = Unit::new(
+                    id.clone(),
+                    dir,
+                    None,
+                    status.clone(),
+                    self.inner.events.clone(),
+                );
                 if let Err(error) = unit.store(status).await {
                     tracing::error!(unit = %id, %error, "cannot rewrite the status file");
                 }

@@ -681,3 +681,42 @@ async fn sweep_releases_only_units_finished_longer_than_the_retention() -> Resul
     engine.release(&running, true, "", Caller::Unix).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn watch_reports_every_transition_of_a_unit_in_order() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let engine = engine_at(dir.path(), standard_types())?;
+    let mut events = engine.watch();
+    let id = submit(&engine, "cat", None, b"hello\n").await?;
+    wait_final(&engine, &id).await?;
+    engine.release(&id, false, "", Caller::Unix).await?;
+
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .context("no release event")??;
+        if event.unit_id != id {
+            continue;
+        }
+        seen.push((event.status.state, event.released));
+        if event.released {
+            break;
+        }
+    }
+    // Pending (waiting for input) comes first, Succeeded before the release, nothing after.
+    ensure!(seen.first() == Some(&(State::PENDING, false)), "{seen:?}");
+    ensure!(
+        seen.iter().any(|&(s, r)| s == State::SUCCEEDED && !r),
+        "no Succeeded event: {seen:?}"
+    );
+    ensure!(seen.last().map(|e| e.1) == Some(true), "{seen:?}");
+    let states: Vec<i64> = seen.iter().map(|(s, _)| s.0).collect();
+    ensure!(
+        states
+            .windows(2)
+            .all(|w| w[0] <= w[1] || w[1] == State::PENDING.0),
+        "states went backwards: {seen:?}"
+    );
+    Ok(())
+}

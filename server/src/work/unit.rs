@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Worker;
 use super::status::{Stamp, State, Status, StatusFile, UpdateError, stdout_size};
+use super::{WorkEvent, Worker};
 
 /// Length of the unit IDs we generate.
 pub const UNIT_ID_LEN: usize = 8;
@@ -108,6 +108,8 @@ pub(crate) struct Unit {
     pub(crate) op_lock: tokio::sync::Mutex<()>,
     /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
     pub(crate) abort_input: CancellationToken,
+    /// The engine's change feed ([`super::WorkEngine::watch`]).
+    events: broadcast::Sender<WorkEvent>,
 }
 
 impl Unit {
@@ -116,6 +118,7 @@ impl Unit {
         dir: PathBuf,
         worker: Option<Arc<dyn Worker>>,
         status: Status,
+        events: broadcast::Sender<WorkEvent>,
     ) -> Arc<Self> {
         let file = StatusFile::new(&dir);
         Arc::new(Self {
@@ -130,6 +133,7 @@ impl Unit {
             write_lock: std::sync::Mutex::new(()),
             op_lock: tokio::sync::Mutex::new(()),
             abort_input: CancellationToken::new(),
+            events,
         })
     }
 
@@ -172,11 +176,16 @@ impl Unit {
 
     pub(crate) fn mark_released(&self) {
         self.abort_input.cancel();
-        self.snapshot.send_modify(|s| s.released = true);
+        let changed = self
+            .snapshot
+            .send_if_modified(|s| !std::mem::replace(&mut s.released, true));
+        if changed {
+            self.announce();
+        }
     }
 
     fn publish(&self, status: Status) {
-        self.snapshot.send_if_modified(|s| {
+        let changed = self.snapshot.send_if_modified(|s| {
             if s.status == status {
                 false
             } else {
@@ -184,6 +193,20 @@ impl Unit {
                 true
             }
         });
+        if changed {
+            self.announce();
+        }
+    }
+
+    /// Tells the engine's watchers about the current snapshot. Nobody listening is normal.
+    fn announce(&self) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(WorkEvent {
+                unit_id: self.id.to_string(),
+                status: super::unit_status(self),
+                released: self.is_released(),
+            });
+        }
     }
 
     /// Read-modify-write of the status file (the file's content wins over memory, since a
