@@ -221,6 +221,56 @@ where
     }
 }
 
+/// The loop every stream listener runs: accept connections until `cancel` fires or the node
+/// goes away, and run `serve_connection` for each as a task the loop owns (aborted when the
+/// loop ends). At most [`MAX_SESSIONS_PER_LISTENER`] connections are served at once; extra
+/// ones are refused. Accept errors (aborted handshakes, fd exhaustion) back off briefly
+/// instead of ending the listener.
+pub(crate) async fn accept_loop<F, Fut>(
+    kind: &'static str,
+    listener: &tokio::net::TcpListener,
+    sessions: &SessionSink,
+    cancel: &CancellationToken,
+    mut serve_connection: F,
+) -> Result<(), BackendError>
+where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS_PER_LISTENER));
+    let mut connections = tokio::task::JoinSet::new();
+    let addr = listener.local_addr().ok();
+    let result = loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Ok(()),
+            () = sessions.closed() => break Err(BackendError::NodeGone),
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%kind, ?addr, %error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = std::sync::Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(%kind, ?addr, %peer, "too many sessions, refusing connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = serve_connection(stream, peer, cancel.child_token());
+        connections.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+    };
+    connections.shutdown().await;
+    result
+}
+
 /// The u16 little-endian length framing of TCP links (spec §1.2).
 pub fn framing_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

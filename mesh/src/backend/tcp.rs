@@ -7,20 +7,17 @@
 //! logged with its reason and the listener keeps serving.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Dialed, LinkConfig, MAX_SESSIONS_PER_LISTENER,
-    SessionInfo, SessionSink, redial_loop, spawn_framed,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, SessionInfo, SessionSink,
+    accept_loop, redial_loop, spawn_framed,
 };
 use crate::tls::{SessionStream, describe_io};
 
@@ -80,50 +77,22 @@ impl Listener {
         sessions: SessionSink,
         cancel: CancellationToken,
     ) -> Result<(), BackendError> {
-        let limit = Arc::new(Semaphore::new(MAX_SESSIONS_PER_LISTENER));
-        let mut pumps = JoinSet::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(()),
-                Some(_) = pumps.join_next(), if !pumps.is_empty() => continue,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Per-connection errors (e.g. aborted handshakes, fd exhaustion) must not
-                        // kill the listener; back off briefly and keep serving.
-                        tracing::warn!(addr = %self.local_addr, %error, "tcp accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                tracing::warn!(addr = %self.local_addr, %peer, "too many sessions, refusing connection");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+        let addr = self.local_addr;
+        accept_loop("tcp", &self.listener, &sessions, &cancel, |stream, peer, cancel| {
             let info = SessionInfo {
                 kind: "tcp",
                 remote_addr: peer.to_string(),
                 link: self.link.clone(),
             };
-            let Some(acceptor) = &self.tls else {
-                let (session, pump) = spawn_framed(stream, info, cancel.child_token());
-                if sessions.send(session).await.is_err() {
-                    return Err(BackendError::NodeGone);
-                }
-                pumps.spawn(async move {
-                    pump.await;
-                    drop(permit);
-                });
-                continue;
-            };
-            let acceptor = acceptor.clone();
+            let tls = self.tls.clone();
             let sessions = sessions.clone();
-            let cancel = cancel.child_token();
-            let addr = self.local_addr;
-            pumps.spawn(async move {
+            async move {
+                let Some(acceptor) = tls else {
+                    // A closed session inbox means the node is gone, and the accept loop
+                    // notices that itself.
+                    let _ = deliver(stream, info, &sessions, cancel).await;
+                    return;
+                };
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                 let accepted = tokio::select! {
                     biased;
@@ -134,8 +103,6 @@ impl Listener {
                     Ok(Ok(tls)) => {
                         tracing::debug!(%addr, %peer, "tls handshake complete");
                         let stream = SessionStream::new(tls, peer.to_string());
-                        // A closed session inbox means the node is gone, and a stopping
-                        // node cancels its backends, which ends the accept loop.
                         let _ = deliver(stream, info, &sessions, cancel).await;
                     }
                     Ok(Err(error)) => {
@@ -145,9 +112,9 @@ impl Listener {
                         tracing::warn!(%addr, %peer, timeout = ?HANDSHAKE_TIMEOUT, "tls handshake with client timed out");
                     }
                 }
-                drop(permit);
-            });
-        }
+            }
+        })
+        .await
     }
 }
 

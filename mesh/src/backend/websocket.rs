@@ -37,8 +37,7 @@ use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -48,8 +47,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Backend, BackendError, BackendFuture, Dialed, LinkConfig, MAX_SESSIONS_PER_LISTENER,
-    SESSION_QUEUE, Session, SessionInfo, SessionSink, redial_loop,
+    Backend, BackendError, BackendFuture, Dialed, LinkConfig, SESSION_QUEUE, Session, SessionInfo,
+    SessionSink, accept_loop, redial_loop,
 };
 
 /// The listener path when none is configured.
@@ -609,29 +608,8 @@ impl Listener {
         sessions: SessionSink,
         cancel: CancellationToken,
     ) -> Result<(), BackendError> {
-        let limit = Arc::new(Semaphore::new(MAX_SESSIONS_PER_LISTENER));
-        let mut connections = JoinSet::new();
         let path: Arc<str> = Arc::from(self.path.as_str());
-        let result = loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break Ok(()),
-                () = sessions.closed() => break Err(BackendError::NodeGone),
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(addr = %self.local_addr, %error, "ws accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                tracing::warn!(addr = %self.local_addr, %peer, "too many sessions, refusing connection");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+        accept_loop(KIND, &self.listener, &sessions, &cancel, |stream, peer, cancel| {
             let tls = self.tls.clone();
             let path = Arc::clone(&path);
             let info = SessionInfo {
@@ -640,9 +618,7 @@ impl Listener {
                 link: self.link.clone(),
             };
             let sessions = sessions.clone();
-            let cancel = cancel.child_token();
-            connections.spawn(async move {
-                let _permit = permit;
+            async move {
                 let upgraded = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
@@ -666,10 +642,9 @@ impl Listener {
                     sent = sessions.send(session) => if sent.is_err() { return },
                 }
                 pump.await;
-            });
-        };
-        connections.shutdown().await;
-        result
+            }
+        })
+        .await
     }
 }
 
