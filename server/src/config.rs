@@ -273,12 +273,6 @@ type Check = (&'static str, fn(&Config) -> bool);
 const UNSUPPORTED: &[Check] = &[
     ("command-service", |c| !c.command_services.is_empty()),
     ("ip-router", |c| !c.ip_routers.is_empty()),
-    ("tcp-server", |c| !c.tcp_servers.is_empty()),
-    ("tcp-client", |c| !c.tcp_clients.is_empty()),
-    ("udp-server", |c| !c.udp_servers.is_empty()),
-    ("udp-client", |c| !c.udp_clients.is_empty()),
-    ("unix-socket-server", |c| !c.unix_socket_servers.is_empty()),
-    ("unix-socket-client", |c| !c.unix_socket_clients.is_empty()),
     ("work-kubernetes", |c| !c.work_kubernetes.is_empty()),
 ];
 

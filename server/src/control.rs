@@ -60,16 +60,20 @@ pub enum BindError {
     },
 }
 
-/// A bound Unix control socket, holding its lock file.
+/// A bound Unix socket holding its lock file (control sockets, `grpc-service`,
+/// `unix-socket-server`).
 #[derive(Debug)]
-pub struct UnixControl {
+pub struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
     _lock: File,
 }
 
-impl UnixControl {
-    /// Locks `<path>.lock`, replaces whatever is at `path` with a new socket and sets its mode.
+impl UnixSocket {
+    /// Locks `<path>.lock`, then puts a new socket with mode `permissions` at `path`,
+    /// replacing whatever was there. The socket is created and given its mode in a private
+    /// directory next to `path` and only then renamed into place, so no client can connect
+    /// while it still has the default mode.
     ///
     /// # Errors
     /// See [`BindError`].
@@ -88,18 +92,10 @@ impl UnixControl {
         if lock.try_lock().is_err() {
             return Err(BindError::Locked { path: lock_path });
         }
-        let socket_error = |source| BindError::Socket {
+        let listener = bind_with_mode(path, permissions).map_err(|source| BindError::Socket {
             path: path.to_owned(),
             source,
-        };
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(socket_error(e)),
-        }
-        let listener = UnixListener::bind(path).map_err(socket_error)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(permissions))
-            .map_err(socket_error)?;
+        })?;
         Ok(Self {
             listener,
             path: path.to_owned(),
@@ -107,14 +103,80 @@ impl UnixControl {
         })
     }
 
+    /// The listening socket.
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Removes the socket file (when the service stops).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds a Unix socket at `path` that has mode `mode` before anyone can reach it.
+fn bind_with_mode(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // A 0700 directory of our own: nobody else can connect to the socket inside it.
+    let staging = tempfile::Builder::new()
+        .prefix(".receptor-")
+        .tempdir_in(parent)?;
+    let staged = staging.path().join("s");
+    match UnixListener::bind(&staged) {
+        Ok(listener) => {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+            std::fs::rename(&staged, path)?;
+            Ok(listener)
+        }
+        // The staging path is a few bytes longer than `path`; near the 108-byte limit of
+        // socket paths fall back to binding in place (the mode is then set right after).
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let listener = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            Ok(listener)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// A bound Unix control socket.
+#[derive(Debug)]
+pub struct UnixControl {
+    socket: UnixSocket,
+}
+
+impl UnixControl {
+    /// Locks `<path>.lock`, replaces whatever is at `path` with a new socket and sets its mode.
+    ///
+    /// # Errors
+    /// See [`BindError`].
+    pub fn bind(path: &Path, permissions: u32) -> Result<Self, BindError> {
+        Ok(Self {
+            socket: UnixSocket::bind(path, permissions)?,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        self.socket.path()
+    }
+
     /// Serves sessions until `cancel` fires; sessions in progress end with it.
     pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
-        let listener = &self.listener;
+        let listener = self.socket.listener();
         let accept = || async move {
             Some(
                 listener
@@ -124,7 +186,7 @@ impl UnixControl {
             )
         };
         serve_streams(accept, ops, Caller::Unix, cancel).await;
-        let _ = std::fs::remove_file(&self.path);
+        self.socket.remove();
     }
 }
 

@@ -73,6 +73,14 @@ pub enum SpawnError {
     /// The work engine could not be set up.
     #[error("cannot start the work engine")]
     Work(#[from] crate::work::BuildError),
+    /// A proxy's mesh service name is taken or invalid.
+    #[error("cannot register service {service:?} on the mesh: {reason}")]
+    Service {
+        /// The service name.
+        service: String,
+        /// Why.
+        reason: String,
+    },
     /// The control service's mesh name is taken or invalid.
     #[error("cannot register control service {service:?} on the mesh")]
     ControlService {
@@ -230,7 +238,7 @@ async fn start_backends(
 
 /// Mode-B TLS for a mesh stream listener: the named `tls-server`, with a configuration built
 /// per dialing node so that a required client certificate must name that node (as Go checks).
-fn mesh_server_tls(
+pub(crate) fn mesh_server_tls(
     tls: &TlsConfigs,
     name: &str,
 ) -> Result<receptor_mesh::quic::ServerTls, TlsPrepareError> {
@@ -354,6 +362,7 @@ impl Daemon {
                 tasks.spawn(socket.serve(ops.clone(), cancel.child_token()));
             }
         }
+        crate::services::start(config, &ops, &tls, &mut tasks, &cancel).await?;
         tracing::info!("Initialization complete");
         Ok(Self {
             node,

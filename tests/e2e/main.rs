@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod harness;
 mod mesh;
+mod proxy;
 mod reload;
 mod remote;
 mod work;

@@ -197,11 +197,19 @@ fn spec_example_parses_into_typed_structs() {
 }
 
 #[test]
-fn spec_example_unsupported_entities_are_reported() {
+fn spec_example_is_fully_supported() {
     let c = yaml(SPEC_EXAMPLE);
-    let problems = unsupported(&c);
-    assert_eq!(messages(&problems), vec!["not supported yet: tcp-server"]);
-    assert_eq!(problems[0].entity.as_deref(), Some("tcp-server"));
+    assert_eq!(c.tcp_servers.len(), 1);
+    assert!(messages(&unsupported(&c)).is_empty());
+}
+
+#[test]
+fn unsupported_entities_are_reported() {
+    let problems = unsupported(&run(
+        "--node id=a --ip-router networkname=n localnet=10.0.0.0/30",
+    ));
+    assert_eq!(messages(&problems), vec!["not supported yet: ip-router"]);
+    assert_eq!(problems[0].entity.as_deref(), Some("ip-router"));
 }
 
 #[test]
