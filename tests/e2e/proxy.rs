@@ -458,3 +458,160 @@ async fn tcp_server_to_its_own_control_service_serves_receptorctl() -> Result<()
     }
     Ok(())
 }
+
+async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new(crate::harness::receptor_bin()?)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
+}
+
+/// A CA and, for node-a and node-c, a certificate (`a.crt`, `c.crt` with keys) naming the
+/// node and the IP 127.0.0.1, made by our Go-compatible cert tools: good for mesh TLS and for
+/// local TLS on 127.0.0.1.
+async fn make_certs(d: &Path) -> Result<()> {
+    cert_tool(
+        d,
+        &[
+            "--cert-init",
+            "commonname=Proxy CA",
+            "bits=2048",
+            "outcert=ca.crt",
+            "outkey=ca.key",
+        ],
+    )
+    .await?;
+    for node in ["a", "c"] {
+        cert_tool(
+            d,
+            &[
+                "--cert-makereq",
+                "bits=2048",
+                &format!("commonname=node-{node}"),
+                &format!("nodeid=node-{node}"),
+                "ipaddress=127.0.0.1",
+                &format!("outreq={node}.csr"),
+                &format!("outkey={node}.key"),
+            ],
+        )
+        .await?;
+        cert_tool(
+            d,
+            &[
+                "--cert-signreq",
+                &format!("req={node}.csr"),
+                "cacert=ca.crt",
+                "cakey=ca.key",
+                &format!("outcert={node}.crt"),
+                "verify=yes",
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn tls_acceptor(d: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(d.join("c.crt"))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(d.join("c.key"))?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+fn tls_connector(d: &Path) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(d.join("ca.crt"))? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tcp_proxy_with_tls_on_every_leg() -> Result<()> {
+    // client =TLS=> node-a tcp-server (tlsserver) =mesh TLS (tlsclient)=> node-c tcp-client
+    // (tlsserver) =TLS (tlsclient)=> echo server.
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().to_owned();
+    make_certs(&d).await?;
+    let echo = TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    let acceptor = tls_acceptor(&d)?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = echo.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let (mut r, mut w) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let tls = |kind: &str, node: &str| {
+        format!(
+            "- {kind}:\n    name: t\n    cert: {d}/{node}.crt\n    key: {d}/{node}.key\n{extra}",
+            d = d.display(),
+            extra = if kind == "tls-client" {
+                format!("    rootcas: {}/ca.crt\n", d.display())
+            } else {
+                String::new()
+            },
+        )
+    };
+    let a_extra = format!(
+        "{}{}- tcp-server:\n    bindaddr: 127.0.0.1\n    port: 0\n    remotenode: node-c\n    remoteservice: tlsecho\n    tlsserver: t\n    tlsclient: t\n",
+        tls("tls-server", "a"),
+        tls("tls-client", "a")
+    );
+    let c_extra = format!(
+        "{}{}- tcp-client:\n    service: tlsecho\n    address: 127.0.0.1:{}\n    tlsserver: t\n    tlsclient: t\n",
+        tls("tls-server", "c"),
+        tls("tls-client", "c"),
+        echo_addr.port()
+    );
+    let line = Line::start_in(dir, &a_extra, &c_extra).await?;
+    line.wait_service("tlsecho").await?;
+    let proxy = line
+        .a
+        .wait_log(r"tcp-server proxy listening addr=(\S+)")
+        .await?;
+    let connector = tls_connector(&d)?;
+    let data = pattern(8 * 1024 * 1024, 21);
+    let back = tokio::time::timeout(LONG, async {
+        let tcp = TcpStream::connect(&proxy).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+        let stream = connector.connect(name, tcp).await?;
+        echo_round_trip(stream, &data).await
+    })
+    .await
+    .context("echo through TLS proxies timed out")??;
+    ensure!(
+        sha(&back) == sha(&data),
+        "echoed bytes differ ({} bytes)",
+        back.len()
+    );
+    Ok(())
+}
