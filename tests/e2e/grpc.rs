@@ -68,7 +68,10 @@ struct Node {
 
 impl Node {
     async fn start(id: &str, extra: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, id, extra).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, id: &str, extra: &str) -> Result<Self> {
         let daemon = Daemon::start_yaml(id, dir.path(), &node_yaml(dir.path(), id, extra)).await?;
         daemon.wait_log("grpc socket listening").await?;
         daemon.wait_log("control socket listening").await?;
@@ -453,5 +456,253 @@ async fn check_every_rpc(node: &Node, channel: Channel) -> Result<()> {
             released += 1;
         }
     }
+    Ok(())
+}
+
+// === errors ===
+
+#[tokio::test]
+async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Result<()> {
+    let node = Node::start("ge", "").await?;
+    let channel = node.channel().await?;
+    let mut mesh = MeshClient::new(channel.clone());
+    let mut work = WorkClient::new(channel.clone());
+
+    let code = |s: tonic::Status| s.code();
+    // Empty and unknown IDs.
+    let s = rpc_status(work.get(pb::GetRequest::default())).await?;
+    assert_eq!(code(s.clone()), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("unit_id"), "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: "nosuch".into(),
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: "../etc".into(),
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.ping(pb::PingRequest::default())).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.ping(pb::PingRequest {
+        node: "ge".into(),
+        count: 20_000,
+        interval: None,
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.traceroute(pb::TracerouteRequest::default())).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // Unknown work type, bad first message, bad parameters, a size that does not match.
+    let s = submit(channel.clone(), header("nosuch"), b"x".to_vec(), 1)
+        .await
+        .err()
+        .context("unknown work type accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("unknown work type nosuch"), "{s:?}");
+    let mut extra = header("cat");
+    extra.params.insert("params".into(), "-n".into());
+    let s = submit(channel.clone(), extra, Vec::new(), 1)
+        .await
+        .err()
+        .context("params accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(work.submit(futures_util::stream::iter([pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(b"x".to_vec())),
+    }])))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let mut sized = header("cat");
+    sized.payload_size = 10;
+    let s = submit(channel.clone(), sized, b"12345".to_vec(), 2)
+        .await
+        .err()
+        .context("short payload accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("payload_size"), "{s:?}");
+
+    // Negative offset.
+    let unit = submit(channel.clone(), header("cat"), b"abc".to_vec(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    let s = rpc_status(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        offset: -1,
+        ..Default::default()
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // Connect: unknown tls-client, nothing listening.
+    let open = |service: &str, tls: &str| {
+        futures_util::stream::iter([pb::ConnectRequest {
+            request: Some(pb::connect_request::Request::Open(pb::ConnectOpen {
+                node: "localhost".into(),
+                service: service.into(),
+                tls_client: tls.into(),
+            })),
+        }])
+    };
+    let s = rpc_status(mesh.connect(open("control", "nosuch"))).await?;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = rpc_status(mesh.connect(open("", ""))).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // A message beyond 4 MiB: refused in a stream and as a unary request.
+    let big = vec![b'x'; 5 << 20];
+    let s = submit(channel.clone(), header("cat"), big.clone(), big.len())
+        .await
+        .err()
+        .context("huge message accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: String::from_utf8(big)?,
+    }))
+    .await?;
+    // tonic answers an oversized unary request itself, with gRPC's usual code for it.
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+
+    // Still healthy, on this connection and on a new one.
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    let mut fresh = MeshClient::new(node.channel().await?);
+    rpc(fresh.status(pb::StatusRequest {})).await?;
+    let cat = wait_state(&channel, &unit.unit_id, pb::WorkState::Succeeded).await?;
+    assert_eq!(cat.stdout_size, 3);
+    Ok(())
+}
+
+// === TLS ===
+
+async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new(crate::harness::receptor_bin()?)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// A CA `<ca>.crt` and a certificate `<name>.crt` it signed for node `name`.
+async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
+    if !dir.join(format!("{ca}.crt")).exists() {
+        cert_tool(
+            dir,
+            &[
+                "--cert-init",
+                &format!("commonname={ca}"),
+                "bits=2048",
+                &format!("outcert={ca}.crt"),
+                &format!("outkey={ca}.key"),
+            ],
+        )
+        .await?;
+    }
+    for name in names {
+        cert_tool(
+            dir,
+            &[
+                "--cert-makereq",
+                "bits=2048",
+                &format!("commonname={name}"),
+                &format!("nodeid={name}"),
+                "ipaddress=127.0.0.1",
+                &format!("outreq={name}.csr"),
+                &format!("outkey={name}.key"),
+            ],
+        )
+        .await?;
+        cert_tool(
+            dir,
+            &[
+                "--cert-signreq",
+                &format!("req={name}.csr"),
+                &format!("cacert={ca}.crt"),
+                &format!("cakey={ca}.key"),
+                &format!("outcert={name}.crt"),
+                "verify=yes",
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A TLS channel to `addr` trusting `ca`, presenting `client` (a `<name>.crt/.key` pair).
+async fn tls_channel(dir: &Path, addr: &str, client: Option<&str>) -> Result<Channel> {
+    use receptor_server::tls::{load_certificates, load_private_key};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certificates(&dir.join("ca.crt"))? {
+        roots.add(cert)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(receptor_mesh::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(name) => builder.with_client_auth_cert(
+            load_certificates(&dir.join(format!("{name}.crt")))?,
+            load_private_key(&dir.join(format!("{name}.key")))?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = addr.to_owned();
+    let channel = Endpoint::try_from(format!("http://{addr}"))?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (connector, addr) = (connector.clone(), addr.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                    .map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(channel)
+}
+
+#[tokio::test]
+async fn every_rpc_over_tcp_with_mutual_tls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().to_owned();
+    make_certs(&d, "ca", &["gt", "client"]).await?;
+    make_certs(&d, "otherca", &["stranger"]).await?;
+    let extra = format!(
+        "- tls-server:\n    name: srv\n    cert: {d}/gt.crt\n    key: {d}/gt.key\n    clientcas: {d}/ca.crt\n    requireclientcert: true\n\
+         - grpc-service:\n    tcplisten: 127.0.0.1:0\n    tcptls: srv\n",
+        d = d.display()
+    );
+    let node = Node::start_in(dir, "gt", &extra).await?;
+    let addr = node
+        .daemon
+        .wait_log(r"grpc tcp listener bound addr=(\S+) tls=\S*srv")
+        .await?;
+
+    // Refused: no client certificate, and one from a CA the server does not trust.
+    for client in [None, Some("stranger")] {
+        let refused = async {
+            let channel = tls_channel(&d, &addr, client).await?;
+            let mut mesh = MeshClient::new(channel);
+            rpc(mesh.status(pb::StatusRequest {})).await
+        };
+        ensure!(refused.await.is_err(), "client {client:?} was served");
+    }
+    // Served: a certificate from the configured clientcas.
+    let channel = tls_channel(&d, &addr, Some("client")).await?;
+    check_every_rpc(&node, channel).await?;
+    ensure!(
+        node.daemon.log().contains("gRPC TLS handshake failed"),
+        "{}",
+        node.daemon.log()
+    );
     Ok(())
 }
