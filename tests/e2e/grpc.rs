@@ -135,6 +135,45 @@ async fn upgraded_channel(path: PathBuf) -> Result<Channel> {
     Ok(channel)
 }
 
+/// Cuts the socket under a [`cuttable_channel`], as a crashed client would.
+#[derive(Clone, Default)]
+struct Cut(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl Cut {
+    fn cut(&self) {
+        if let Ok(handles) = self.0.lock() {
+            for handle in handles.iter() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// A Unix-socket channel whose socket the test can close abruptly: the client side talks to
+/// an in-memory pipe, relayed to the socket by a task that [`Cut::cut`] aborts (the socket
+/// is then closed without any HTTP/2 goodbye).
+async fn cuttable_channel(path: PathBuf) -> Result<(Channel, Cut)> {
+    let cut = Cut::default();
+    let handles = cut.clone();
+    let channel = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (path, handles) = (path.clone(), handles.clone());
+            async move {
+                let mut socket = UnixStream::connect(path).await?;
+                let (client, mut relay) = tokio::io::duplex(64 << 10);
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut relay, &mut socket).await;
+                });
+                if let Ok(mut handles) = handles.0.lock() {
+                    handles.push(task.abort_handle());
+                }
+                Ok::<_, std::io::Error>(TokioIo::new(client))
+            }
+        }))
+        .await?;
+    Ok((channel, cut))
+}
+
 async fn read_line(stream: &mut UnixStream) -> std::io::Result<String> {
     let mut line = Vec::new();
     loop {
@@ -704,5 +743,211 @@ async fn every_rpc_over_tcp_with_mutual_tls() -> Result<()> {
         "{}",
         node.daemon.log()
     );
+    Ok(())
+}
+
+// === memory, disconnects, shutdown ===
+
+/// Peak resident memory of process `pid` in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()
+        .context("VmHWM number")
+}
+
+/// The byte at offset `i` of the test payload (not constant, so reordering would show).
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+#[tokio::test]
+async fn a_100_mb_submit_and_its_results_stream_with_bounded_memory() -> Result<()> {
+    const SIZE: u64 = 100 << 20;
+    const MESSAGE: u64 = 1 << 20;
+    let node = Node::start("gm", "").await?;
+    let pid = node.pid()?;
+    let channel = node.channel().await?;
+    let mut mesh = MeshClient::new(channel.clone());
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    let before = peak_rss_kib(pid)?;
+
+    // Generated lazily: the client never holds more than one message either.
+    let mut head = header("cat");
+    head.payload_size = SIZE;
+    let first = futures_util::stream::iter([pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Header(head)),
+    }]);
+    let payload = futures_util::stream::iter((0..SIZE / MESSAGE).map(|m| pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(
+            (m * MESSAGE..(m + 1) * MESSAGE).map(pattern).collect(),
+        )),
+    }));
+    let mut work = WorkClient::new(channel.clone());
+    let unit = tokio::time::timeout(Duration::from_secs(300), work.submit(first.chain(payload)))
+        .await
+        .context("upload timed out")??
+        .into_inner()
+        .unit
+        .context("unit")?;
+    let after_upload = peak_rss_kib(pid)?;
+
+    let mut stream = rpc(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        offset: 0,
+        follow: true,
+        signature: String::new(),
+    }))
+    .await?
+    .into_inner();
+    let mut received = 0u64;
+    let end = loop {
+        let message = tokio::time::timeout(RPC, stream.message())
+            .await
+            .context("results stalled")??;
+        match message.and_then(|m| m.response) {
+            Some(pb::results_response::Response::Data(chunk)) => {
+                ensure!(chunk.len() <= 64 << 10, "chunk of {} bytes", chunk.len());
+                for (i, byte) in chunk.iter().enumerate() {
+                    ensure!(
+                        *byte == pattern(received + i as u64),
+                        "wrong byte at {}",
+                        received + i as u64
+                    );
+                }
+                received += chunk.len() as u64;
+            }
+            Some(pb::results_response::Response::End(end)) => break end,
+            None => bail!("no end after {received} bytes"),
+        }
+    };
+    assert_eq!(received, SIZE);
+    assert_eq!(end.end_offset, SIZE as i64);
+    assert_eq!(
+        end.unit.context("unit")?.state,
+        pb::WorkState::Succeeded as i32
+    );
+    let after_results = peak_rss_kib(pid)?;
+    // Buffering the payload or the output would add 100 MiB; allow a few messages and
+    // HTTP/2 windows.
+    let limit = 48 << 10;
+    ensure!(
+        after_upload.saturating_sub(before) < limit && after_results.saturating_sub(before) < limit,
+        "daemon peak RSS grew from {before} KiB to {after_upload} KiB (upload) and {after_results} KiB (results)"
+    );
+    eprintln!(
+        "daemon VmHWM: {before} KiB at start, {after_upload} KiB after the upload, {after_results} KiB after the results"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_that_vanish_mid_stream_leave_the_daemon_healthy() -> Result<()> {
+    let node = Node::start("gd", "").await?;
+    let channel = node.channel().await?;
+
+    // An upload cut after some payload: the unit ends Failed, never half-run.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Header(header("wc"))),
+    })
+    .await?;
+    tx.send(pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(vec![b'x'; 1000])),
+    })
+    .await?;
+    let (cut_channel, cut) = cuttable_channel(node.grpc_socket()).await?;
+    let upload = tokio::spawn(async move {
+        let mut work = WorkClient::new(cut_channel);
+        work.submit(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let mut work = WorkClient::new(channel.clone());
+    let unit_id = wait_for("the cut upload's unit", WAIT, || {
+        let mut work = work.clone();
+        async move {
+            let units = work.list(pb::ListRequest {}).await.ok()?.into_inner().units;
+            units
+                .into_iter()
+                .find(|u| u.work_type == "wc")
+                .map(|u| u.unit_id)
+        }
+    })
+    .await?;
+    // The connection drops with the request stream still open.
+    cut.cut();
+    let outcome = tokio::time::timeout(RPC, upload).await??;
+    ensure!(outcome.is_err(), "{outcome:?}");
+    drop(tx);
+    let failed = wait_state(&channel, &unit_id, pb::WorkState::Failed).await?;
+    assert!(failed.detail.contains("went away"), "{failed:?}");
+
+    // A results reader that hangs up after the first message.
+    let unit = submit(channel.clone(), header("count"), Vec::new(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    {
+        let (reader, cut) = cuttable_channel(node.grpc_socket()).await?;
+        let mut reader = WorkClient::new(reader);
+        let mut stream = rpc(reader.results(pb::ResultsRequest {
+            unit_id: unit.unit_id.clone(),
+            follow: true,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+        rpc(stream.message()).await?.context("first chunk")?;
+        cut.cut();
+    }
+    // Still healthy; the whole output is still there for the next reader.
+    wait_state(&channel, &unit.unit_id, pb::WorkState::Succeeded).await?;
+    let (data, end) = results(channel.clone(), &unit.unit_id, 0, true).await?;
+    assert!(data.ends_with(b"line-19999\n"));
+    assert_eq!(end.end_offset, data.len() as i64);
+    let mut mesh = MeshClient::new(channel);
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_during_a_results_stream_ends_it_with_unavailable() -> Result<()> {
+    let node = Node::start("gs", "").await?;
+    let channel = node.channel().await?;
+    let unit = submit(channel.clone(), header("sleep"), Vec::new(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    wait_state(&channel, &unit.unit_id, pb::WorkState::Running).await?;
+    let mut work = WorkClient::new(channel.clone());
+    let mut stream = rpc(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        follow: true,
+        ..Default::default()
+    }))
+    .await?
+    .into_inner();
+    let mut watch =
+        rpc(MeshClient::new(channel.clone()).watch_topology(pb::WatchTopologyRequest {}))
+            .await?
+            .into_inner();
+    rpc(watch.message()).await?.context("snapshot")?;
+
+    let Node { daemon, dir, .. } = node;
+    let exit = tokio::spawn(daemon.terminate());
+    // Both streams end at once, with UNAVAILABLE rather than a normal end.
+    let status = rpc_status(stream.message()).await?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = rpc_status(watch.message()).await?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let exit = exit.await??;
+    ensure!(exit.success(), "exit status {exit:?}");
+    drop(dir);
     Ok(())
 }
