@@ -868,7 +868,7 @@ async fn clients_that_vanish_mid_stream_leave_the_daemon_healthy() -> Result<()>
         work.submit(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    let mut work = WorkClient::new(channel.clone());
+    let work = WorkClient::new(channel.clone());
     let unit_id = wait_for("the cut upload's unit", WAIT, || {
         let mut work = work.clone();
         async move {
@@ -949,5 +949,131 @@ async fn shutdown_during_a_results_stream_ends_it_with_unavailable() -> Result<(
     let exit = exit.await??;
     ensure!(exit.success(), "exit status {exit:?}");
     drop(dir);
+    Ok(())
+}
+
+// === topology ===
+
+#[tokio::test]
+async fn watch_topology_reports_a_peer_coming_and_going() -> Result<()> {
+    let a = Node::start(
+        "ga",
+        "- tcp-listener:\n    port: 0\n    bindaddr: 127.0.0.1\n",
+    )
+    .await?;
+    let addr = a.daemon.tcp_listener_addr().await?;
+    let mut mesh = MeshClient::new(a.channel().await?);
+    let mut watch = rpc(mesh.watch_topology(pb::WatchTopologyRequest {}))
+        .await?
+        .into_inner();
+    let first = rpc(watch.message()).await?.context("snapshot")?;
+    let Some(pb::topology_event::Event::Snapshot(snapshot)) = first.event else {
+        bail!("first event {first:?}");
+    };
+    assert_eq!(snapshot.node_id, "ga");
+    assert!(snapshot.connections.is_empty());
+
+    let b = Node::start("gb", &format!("- tcp-peer:\n    address: {addr}\n")).await?;
+    let (mut connected, mut routed, mut service) = (false, false, false);
+    while !(connected && routed && service) {
+        let event = rpc(watch.message()).await?.context("watch ended")?;
+        match event.event {
+            Some(pb::topology_event::Event::Connection(c)) if c.node_id == "gb" => {
+                assert!(!c.removed);
+                assert_eq!(c.cost, 1.0);
+                connected = true;
+            }
+            Some(pb::topology_event::Event::Route(r)) if r.destination == "gb" => {
+                assert_eq!(r.next_hop, "gb");
+                routed = true;
+            }
+            Some(pb::topology_event::Event::Service(s)) => {
+                let ad = s.advertisement.context("advertisement")?;
+                if ad.node_id == "gb" && ad.service == "control" && !s.removed {
+                    service = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(b);
+    loop {
+        let event = rpc(watch.message()).await?.context("watch ended")?;
+        if let Some(pb::topology_event::Event::Connection(c)) = event.event
+            && c.node_id == "gb"
+        {
+            assert!(c.removed, "{c:?}");
+            break;
+        }
+    }
+    Ok(())
+}
+
+// === a foreign client ===
+
+/// Python's grpcio, with stubs generated from proto/ by grpcio-tools at test time.
+#[tokio::test]
+async fn a_python_grpcio_client_calls_status_and_list() -> Result<()> {
+    let python = match std::env::var_os("RECEPTOR_TEST_VENV") {
+        Some(dir) => PathBuf::from(dir).join("python"),
+        None => bail!("RECEPTOR_TEST_VENV is not set: run the tests with scripts/test"),
+    };
+    let node = Node::start("gp", "").await?;
+    let channel = node.channel().await?;
+    let unit = submit(channel.clone(), header("cat"), b"py".to_vec(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    let stubs = tempfile::tempdir()?;
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I", proto])
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .args(["receptor/v1/mesh.proto", "receptor/v1/work.proto"])
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = r#"
+import sys
+import grpc
+from receptor.v1 import mesh_pb2, mesh_pb2_grpc, work_pb2, work_pb2_grpc
+channel = grpc.insecure_channel("unix:" + sys.argv[1], options=[("grpc.default_authority", "localhost")])
+status = mesh_pb2_grpc.MeshStub(channel).Status(mesh_pb2.StatusRequest(), timeout=20)
+units = work_pb2_grpc.WorkStub(channel).List(work_pb2.ListRequest(), timeout=20)
+print("node", status.node_id)
+for unit in units.units:
+    print("unit", unit.unit_id, unit.work_type)
+try:
+    work_pb2_grpc.WorkStub(channel).Get(work_pb2.GetRequest(unit_id="nosuch"), timeout=20)
+except grpc.RpcError as error:
+    print("error", error.code().name)
+"#;
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(node.grpc_socket())
+            .env("PYTHONPATH", stubs.path())
+            .output(),
+    )
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("node gp\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("unit {} cat\n", unit.unit_id)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error NOT_FOUND\n"), "{stdout}");
     Ok(())
 }
