@@ -620,6 +620,72 @@ pub fn go_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    fn status(conns: &[(&str, f64)], routes: &[(&str, &str)], ads: &[(&str, &str, u8)]) -> Status {
+        Status {
+            node_id: "a".into(),
+            connections: conns
+                .iter()
+                .map(|(n, c)| receptor_mesh::node::ConnectionInfo {
+                    node_id: (*n).into(),
+                    cost: *c,
+                })
+                .collect(),
+            routes: routes
+                .iter()
+                .map(|(d, h)| ((*d).to_owned(), (*h).to_owned()))
+                .collect(),
+            known_connection_costs: BTreeMap::new(),
+            advertisements: ads
+                .iter()
+                .map(|(n, s, t)| receptor_mesh::wire::ServiceAdvertisement {
+                    node_id: (*n).into(),
+                    service: (*s).into(),
+                    time: time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(u64::from(*t)),
+                    conn_type: 1,
+                    tags: None,
+                    work_commands: None,
+                    cancel: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn topology_diff_reports_changes_and_ignores_readvertising() {
+        let before = status(&[("b", 1.0)], &[("b", "b")], &[("b", "control", 1)]);
+        // Same content, newer advertisement time: no change.
+        let same = status(&[("b", 1.0)], &[("b", "b")], &[("b", "control", 9)]);
+        assert!(topology_diff(&before, &same).is_empty());
+        let after = status(&[("c", 2.0)], &[("c", "c")], &[("c", "control", 9)]);
+        let changes = topology_diff(&before, &after);
+        let kinds: Vec<String> = changes
+            .iter()
+            .map(|c| match c {
+                TopologyChange::Connection { node_id, cost } => format!("conn {node_id} {cost:?}"),
+                TopologyChange::Node { node_id, .. } => format!("node {node_id}"),
+                TopologyChange::Route {
+                    destination,
+                    next_hop,
+                } => format!("route {destination} {next_hop:?}"),
+                TopologyChange::Service {
+                    advertisement,
+                    removed,
+                } => format!("svc {} {removed}", advertisement.node_id),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "conn b None",
+                "conn c Some(2.0)",
+                "route b None",
+                "route c Some(\"c\")",
+                "svc b true",
+                "svc c false",
+            ]
+        );
+    }
+
     #[test]
     fn durations_format_like_go() {
         let cases = [
