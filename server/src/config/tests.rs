@@ -1011,3 +1011,33 @@ fn work_retention_is_a_node_duration_defaulting_to_keep() {
         "invalid value for workretention: missing unit in duration \"30\"",
     );
 }
+
+#[test]
+fn grpc_service_is_parsed_and_needs_a_listener() {
+    let c = run("--node id=a --grpc-service filename=/g.sock permissions=0660 tcplisten=2223");
+    assert_eq!(
+        c.grpc_services,
+        vec![GrpcServiceConfig {
+            filename: Some("/g.sock".into()),
+            permissions: 0o660,
+            tcp_listen: Some("0.0.0.0:2223".into()),
+            tcp_tls: None,
+        }]
+    );
+    let c = yaml("- node: {id: a}\n- grpc-service: {filename: /g.sock}\n");
+    assert_eq!(c.grpc_services[0].permissions, 0o600);
+    let problems = cli_problems("--node id=a --grpc-service permissions=0600");
+    assert!(
+        messages(&problems)
+            .iter()
+            .any(|m| m.contains("no listeners specified")),
+        "{problems:?}"
+    );
+    let problems = cli_problems("--node id=a --grpc-service filename=/g tcptls=nosuch");
+    assert!(
+        messages(&problems)
+            .iter()
+            .any(|m| m.contains("no tls-server named nosuch")),
+        "{problems:?}"
+    );
+}
