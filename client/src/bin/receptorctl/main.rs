@@ -46,7 +46,7 @@ struct Cli {
     #[arg(long)]
     cert: Option<PathBuf>,
     /// Accept any server cert name (the chain is still verified).
-    #[arg(long, value_parser = parse_click_bool, default_value = "false")]
+    #[arg(long, action = clap::ArgAction::Set, value_parser = parse_click_bool, default_value = "false")]
     insecureskipverify: bool,
     /// Print JSON (every command).
     #[arg(long, global = true)]
