@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -239,6 +239,8 @@ struct Shared {
     tasks: Mutex<JoinSet<()>>,
     /// Per-connection tasks (QUIC drivers, stream close); they stop with `cancel`.
     tracker: TaskTracker,
+    /// The actor's topology generation (see [`Node::topology_changes`]).
+    topology: watch::Sender<u64>,
 }
 
 /// A running mesh node. Cloning gives another handle to the same node.
@@ -281,7 +283,14 @@ impl Node {
         let cancel = CancellationToken::new();
         let backends = cancel.child_token();
         let mut tasks = JoinSet::new();
-        let actor = actor::NodeActor::new(config.clone(), command_rx, session_rx, cancel.clone());
+        let (topology, _) = watch::channel(0);
+        let actor = actor::NodeActor::new(
+            config.clone(),
+            command_rx,
+            session_rx,
+            cancel.clone(),
+            topology.clone(),
+        );
         let span = tracing::info_span!("node", node.id = %config.id);
         tasks.spawn(tracing::Instrument::instrument(actor.run(), span));
         Ok(Self {
@@ -293,6 +302,7 @@ impl Node {
                 backends: Mutex::new(backends),
                 tasks: Mutex::new(tasks),
                 tracker: TaskTracker::new(),
+                topology,
             }),
         })
     }
@@ -319,6 +329,14 @@ impl Node {
         let mut backends = lock(&self.shared.backends);
         backends.cancel();
         *backends = self.shared.cancel.child_token();
+    }
+
+    /// A change signal for [`Node::status`]: the value (a generation counter) changes
+    /// whenever connections, routes, the link-state graph or service advertisements may have
+    /// changed. Watchers re-read the status and compare; a slow watcher sees one change for
+    /// any number of them, so nothing queues up. The channel closes when the node stops.
+    pub fn topology_changes(&self) -> watch::Receiver<u64> {
+        self.shared.topology.subscribe()
     }
 
     /// A snapshot of connections, routes and services.

@@ -28,12 +28,12 @@ use std::path::PathBuf;
 pub use entities::{
     CertCommand, CertInitConfig, CertMakeReqConfig, CertReqKey, CertSignReqConfig,
     CommandRunnerConfig, CommandServiceConfig, ControlServiceConfig, DEFAULT_DATADIR,
-    DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_TOKEN_EXPIRATION, IpRouterConfig, KubeAuthMethod,
-    KubeStreamMethod, LogLevel, MIN_IDLE_CONNECTION_TIMEOUT, NodeConfig, TcpClientConfig,
-    TcpListenerConfig, TcpPeerConfig, TcpServerConfig, TlsClientConfig, TlsServerConfig,
-    UdpClientConfig, UdpListenerConfig, UdpPeerConfig, UdpServerConfig, UnixSocketClientConfig,
-    UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig, WorkSigningConfig,
-    WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
+    DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_TOKEN_EXPIRATION, GrpcServiceConfig, IpRouterConfig,
+    KubeAuthMethod, KubeStreamMethod, LogLevel, MIN_IDLE_CONNECTION_TIMEOUT, NodeConfig,
+    TcpClientConfig, TcpListenerConfig, TcpPeerConfig, TcpServerConfig, TlsClientConfig,
+    TlsServerConfig, UdpClientConfig, UdpListenerConfig, UdpPeerConfig, UdpServerConfig,
+    UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig,
+    WorkSigningConfig, WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
 };
 use raw::{RawEntity, Source};
 
@@ -124,6 +124,8 @@ pub struct Config {
     pub ws_peers: Vec<WsPeerConfig>,
     /// `control-service` entities.
     pub control_services: Vec<ControlServiceConfig>,
+    /// `grpc-service` entities (Rust only).
+    pub grpc_services: Vec<GrpcServiceConfig>,
     /// `work-command` entities.
     pub work_commands: Vec<WorkCommandConfig>,
     /// `work-kubernetes` entities.
@@ -302,6 +304,7 @@ pub fn unsupported(config: &Config) -> Vec<Problem> {
 const TLS_REFERENCES: &[(&str, &str, bool)] = &[
     ("control-service", "tls", true),
     ("control-service", "tcptls", true),
+    ("grpc-service", "tcptls", true),
     ("command-service", "tls", true),
     ("tcp-server", "tlsserver", true),
     ("tcp-server", "tlsclient", false),
@@ -390,6 +393,7 @@ fn assemble(
         ws_listeners: Vec::new(),
         ws_peers: Vec::new(),
         control_services: Vec::new(),
+        grpc_services: Vec::new(),
         work_commands: Vec::new(),
         work_kubernetes: Vec::new(),
         work_signing: None,
@@ -446,6 +450,7 @@ fn assemble(
             "control-service" => c
                 .control_services
                 .push(ControlServiceConfig::from_raw(raw, p)),
+            "grpc-service" => c.grpc_services.push(GrpcServiceConfig::from_raw(raw, p)),
             "command-service" => c
                 .command_services
                 .push(CommandServiceConfig::from_raw(raw, p)),

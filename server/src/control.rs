@@ -112,6 +112,11 @@ impl UnixControl {
         &self.path
     }
 
+    /// The bound listener (the `grpc-service` socket accepts on it directly).
+    pub(crate) fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
     /// Serves sessions until `cancel` fires; sessions in progress end with it.
     pub async fn serve(self, ops: Ops, cancel: CancellationToken) {
         let listener = &self.listener;
@@ -311,7 +316,7 @@ where
 /// An I/O error on the stream.
 pub async fn serve_session<S>(stream: S, ops: &Ops) -> std::io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     serve_session_as(stream, ops, Caller::Network).await
 }
@@ -322,7 +327,7 @@ where
 /// An I/O error on the stream.
 pub async fn serve_session_as<S>(stream: S, ops: &Ops, caller: Caller) -> std::io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (reader, mut writer) = tokio::io::split(stream);
     // The buffered reader is kept for the whole session so that bytes read past a line (a
@@ -359,6 +364,31 @@ where
                             return Ok(());
                         }
                         Err(error) => format!("ERROR: {}\n", error_chain(&error)),
+                    }
+                }
+                Parsed::Command(Command::Grpc) => {
+                    let slot = match ops.grpc().map(crate::grpc::GrpcHandoff::reserve) {
+                        None => Err("gRPC is not available on this node".to_owned()),
+                        Some(Err(error)) => Err(error.to_string()),
+                        Some(Ok(slot)) => Ok(slot),
+                    };
+                    match slot {
+                        Err(error) => format!("ERROR: {error}\n"),
+                        Ok(slot) => {
+                            writer.write_all(b"grpc ok\n").await?;
+                            writer.flush().await?;
+                            // A client waits for `grpc ok` before it speaks HTTP/2, but keep
+                            // whatever it sent early: it belongs to the new protocol.
+                            let buffered = reader.buffer().to_vec();
+                            let stream = reader.into_inner().unsplit(writer);
+                            if let Some(handoff) = ops.grpc()
+                                && let Err(error) =
+                                    handoff.upgrade(stream, buffered, caller, slot).await
+                            {
+                                tracing::debug!(%error, "gRPC upgrade failed");
+                            }
+                            return Ok(());
+                        }
                     }
                 }
                 Parsed::Command(Command::Work(work)) => {
@@ -549,7 +579,9 @@ async fn execute(parsed: Parsed, ops: &Ops) -> String {
             to_go_json(&reply)
         }
         // Handled by the session loop, which owns the raw stream they switch to.
-        Command::Work(_) | Command::Connect { .. } => return "ERROR: bad command\n".to_owned(),
+        Command::Work(_) | Command::Connect { .. } | Command::Grpc => {
+            return "ERROR: bad command\n".to_owned();
+        }
     };
     format!("{rendered}\n")
 }

@@ -287,7 +287,11 @@ impl Daemon {
         work.recover().await;
         work.start_retention_sweeper();
         let work_commands = Some(work.work_commands()).filter(|c| !c.is_empty());
+        // One gRPC server for the `grpc-service` listeners and every classic control
+        // session that switches to gRPC with the `grpc` line.
+        let (grpc, grpc_incoming) = crate::grpc::handoff();
         let ops = Ops::new(node.clone(), VERSION)
+            .with_grpc(grpc.clone())
             .with_work(work.clone())
             .with_tls(std::sync::Arc::new(tls.clone()))
             .with_reloader(std::sync::Arc::new(Reloader::new(
@@ -352,6 +356,52 @@ impl Daemon {
                 tracing::info!(path = %path.display(), "control socket listening");
                 control_sockets.push(path.clone());
                 tasks.spawn(socket.serve(ops.clone(), cancel.child_token()));
+            }
+        }
+        {
+            let (ops, cancel) = (ops.clone(), cancel.child_token());
+            tasks.spawn(async move {
+                if let Err(error) = crate::grpc::serve(ops, grpc_incoming, cancel).await {
+                    tracing::error!(error = %crate::error_chain(&error), "gRPC server failed");
+                }
+            });
+        }
+        for service in &config.grpc_services {
+            if let Some(addr) = &service.tcp_listen {
+                let acceptor = match service.tcp_tls.as_deref() {
+                    None => None,
+                    Some(name) => Some(
+                        crate::grpc::tls_acceptor(tls.server_settings(name)?).map_err(|e| {
+                            TlsPrepareError {
+                                kind: "server",
+                                name: name.to_owned(),
+                                reason: Box::new(crate::tls::TlsLoadError::Build(e)),
+                            }
+                        })?,
+                    ),
+                };
+                let listener =
+                    crate::grpc::TcpGrpc::bind(addr, acceptor)
+                        .await
+                        .map_err(|source| SpawnError::Listen {
+                            addr: addr.clone(),
+                            source,
+                        })?;
+                let bound = listener.local_addr().map_err(|source| SpawnError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                tracing::info!(addr = %bound, tls = service.tcp_tls.as_deref(), "grpc tcp listener bound");
+                tasks.spawn(listener.serve(grpc.clone(), cancel.child_token()));
+            }
+            if let Some(path) = &service.filename {
+                let socket = UnixControl::bind(path, service.permissions)?;
+                tracing::info!(path = %path.display(), "grpc socket listening");
+                tasks.spawn(crate::grpc::serve_unix(
+                    socket,
+                    grpc.clone(),
+                    cancel.child_token(),
+                ));
             }
         }
         tracing::info!("Initialization complete");

@@ -5,6 +5,7 @@
 //! - [`config`]: command line and YAML into one validated [`config::Config`].
 //! - [`daemon`]: [`daemon::Daemon`], the running node with its backends and control services.
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
+//! - [`grpc`]: the gRPC API (`proto/receptor/v1`), a second thin front-end over `ops`.
 //! - [`tls`]: `tls-server` / `tls-client` files loaded into the mesh's TLS configurations.
 //! - [`certs`]: the `cert-init`, `cert-makereq` and `cert-signreq` utilities.
 //! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 mod gojson;
+pub mod grpc;
 pub mod ops;
 pub mod tls;
 pub mod work;

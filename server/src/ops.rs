@@ -12,6 +12,7 @@ use receptor_mesh::node::{MAX_FORWARDING_HOPS, PingError, Status};
 
 use crate::work::{
     Caller, Outcome, ResultStream, Submission, SubmitRequest, UnitStatus, WorkEngine, WorkError,
+    WorkEvent,
 };
 
 /// What `status` reports.
@@ -139,9 +140,11 @@ impl crate::work::MeshDialer for MeshDial {
 pub struct Ops {
     node: Node,
     version: String,
+    started: std::time::SystemTime,
     work: Option<WorkEngine>,
     tls: std::sync::Arc<crate::tls::TlsConfigs>,
     reloader: Option<std::sync::Arc<crate::daemon::Reloader>>,
+    grpc: Option<crate::grpc::GrpcHandoff>,
 }
 
 impl Ops {
@@ -150,10 +153,23 @@ impl Ops {
         Self {
             node,
             version: version.into(),
+            started: std::time::SystemTime::now(),
             work: None,
             tls: std::sync::Arc::default(),
             reloader: None,
+            grpc: None,
         }
+    }
+
+    /// Adds the gRPC server that classic control sessions hand over to after a `grpc` line.
+    pub fn with_grpc(mut self, handoff: crate::grpc::GrpcHandoff) -> Self {
+        self.grpc = Some(handoff);
+        self
+    }
+
+    /// The way into the gRPC server, if this daemon runs one.
+    pub fn grpc(&self) -> Option<&crate::grpc::GrpcHandoff> {
+        self.grpc.as_ref()
     }
 
     /// Adds what `reload` needs.
@@ -221,6 +237,14 @@ impl Ops {
         unit: Option<&str>,
     ) -> Result<BTreeMap<String, UnitStatus>, WorkError> {
         self.engine()?.list(unit).await
+    }
+
+    /// Every unit change from now on (see [`WorkEngine::watch`]).
+    ///
+    /// # Errors
+    /// This node runs no work engine.
+    pub fn work_watch(&self) -> Result<tokio::sync::broadcast::Receiver<WorkEvent>, WorkError> {
+        Ok(self.engine()?.watch())
     }
 
     /// `work status`.
@@ -292,6 +316,48 @@ impl Ops {
         &self.node
     }
 
+    /// The daemon's version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// When these operations were set up (the daemon's start).
+    pub fn started(&self) -> std::time::SystemTime {
+        self.started
+    }
+
+    /// A change signal for [`Ops::status`]: see [`Node::topology_changes`]. Pair it with
+    /// [`topology_diff`] to turn successive snapshots into changes.
+    pub fn topology_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.node.topology_changes()
+    }
+
+    /// Pings `target` `count` times, `interval` apart (the first at once): `(sequence,
+    /// probe)` with sequences from 1. The stream does nothing until polled, so a slow
+    /// reader delays the probes instead of queueing replies.
+    pub fn ping_series(
+        &self,
+        target: String,
+        count: u32,
+        interval: Duration,
+    ) -> impl futures_util::Stream<Item = (u32, Probe)> + Send + 'static {
+        let ops = self.clone();
+        futures_util::stream::unfold(1u32, move |sequence| {
+            let ops = ops.clone();
+            let target = target.clone();
+            async move {
+                if sequence > count {
+                    return None;
+                }
+                if sequence > 1 {
+                    tokio::time::sleep(interval).await;
+                }
+                let probe = ops.ping(&target).await;
+                Some(((sequence, probe), sequence + 1))
+            }
+        })
+    }
+
     /// Node, mesh and host facts.
     ///
     /// # Errors
@@ -316,15 +382,25 @@ impl Ops {
     pub async fn traceroute(&self, target: &str) -> BTreeMap<u8, Probe> {
         let mut hops = BTreeMap::new();
         for ttl in 0..=MAX_FORWARDING_HOPS {
-            let probe = self.probe_raw(target, ttl).await;
-            let expired = matches!(&probe, Err(PingError::Unreachable { problem, .. }) if problem == "message expired");
-            let done = !expired;
-            hops.insert(ttl, to_probe(probe, expired));
+            let (probe, done) = self.trace_hop(target, ttl).await;
+            hops.insert(ttl, probe);
             if done {
                 break;
             }
         }
         hops
+    }
+
+    /// One traceroute step: the probe with hops-to-live `ttl`, and whether the trace ends
+    /// there (the target answered, or an error other than expiry). Traces go from `ttl` 0
+    /// up to [`MAX_FORWARDING_HOPS`].
+    pub async fn trace_hop(&self, target: &str, ttl: u8) -> (Probe, bool) {
+        let probe = self.probe_raw(target, ttl).await;
+        let expired = matches!(&probe, Err(PingError::Unreachable { problem, .. }) if problem == "message expired");
+        (
+            to_probe(probe, expired),
+            !expired || ttl >= MAX_FORWARDING_HOPS,
+        )
     }
 
     async fn probe(&self, target: &str, ttl: u8) -> Probe {
@@ -338,6 +414,132 @@ impl Ops {
     ) -> Result<receptor_mesh::node::PingReply, PingError> {
         self.node.ping(target, ttl).await
     }
+}
+
+/// One difference between two [`Status`] snapshots (see [`topology_diff`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TopologyChange {
+    /// A direct peer appeared, changed cost (`Some`) or went away (`None`).
+    Connection {
+        /// The peer.
+        node_id: String,
+        /// The new cost; `None` when removed.
+        cost: Option<f64>,
+    },
+    /// A node's entry in the link-state graph appeared or changed (`Some`), or vanished.
+    Node {
+        /// The node.
+        node_id: String,
+        /// Its neighbours and costs now; `None` when removed.
+        neighbours: Option<BTreeMap<String, f64>>,
+    },
+    /// The next hop to `destination` is now `next_hop` (`None`: unreachable).
+    Route {
+        /// The destination.
+        destination: String,
+        /// The next hop now.
+        next_hop: Option<String>,
+    },
+    /// A service advertisement appeared or changed content, or went away (`removed`).
+    Service {
+        /// The advertisement now (or last seen, when removed).
+        advertisement: receptor_mesh::wire::ServiceAdvertisement,
+        /// It went away.
+        removed: bool,
+    },
+}
+
+/// The changes from `old` to `new`, in a stable order (connections, nodes, routes,
+/// services). Advertisement times are ignored: they are re-stamped on every round of
+/// advertising, which is not a change anyone watches for.
+pub fn topology_diff(old: &Status, new: &Status) -> Vec<TopologyChange> {
+    use std::collections::BTreeSet;
+    let mut changes = Vec::new();
+    let old_conns: BTreeMap<&str, f64> = old
+        .connections
+        .iter()
+        .map(|c| (c.node_id.as_str(), c.cost))
+        .collect();
+    let new_conns: BTreeMap<&str, f64> = new
+        .connections
+        .iter()
+        .map(|c| (c.node_id.as_str(), c.cost))
+        .collect();
+    let ids: BTreeSet<&str> = old_conns.keys().chain(new_conns.keys()).copied().collect();
+    for id in ids {
+        let (before, after) = (old_conns.get(id), new_conns.get(id));
+        if before != after {
+            changes.push(TopologyChange::Connection {
+                node_id: id.to_owned(),
+                cost: after.copied(),
+            });
+        }
+    }
+    let nodes: BTreeSet<&String> = old
+        .known_connection_costs
+        .keys()
+        .chain(new.known_connection_costs.keys())
+        .collect();
+    for node in nodes {
+        let (before, after) = (
+            old.known_connection_costs.get(node),
+            new.known_connection_costs.get(node),
+        );
+        if before != after {
+            changes.push(TopologyChange::Node {
+                node_id: node.clone(),
+                neighbours: after.cloned(),
+            });
+        }
+    }
+    let destinations: BTreeSet<&String> = old.routes.keys().chain(new.routes.keys()).collect();
+    for destination in destinations {
+        let (before, after) = (old.routes.get(destination), new.routes.get(destination));
+        if before != after {
+            changes.push(TopologyChange::Route {
+                destination: destination.clone(),
+                next_hop: after.cloned(),
+            });
+        }
+    }
+    type AdKey<'a> = (&'a str, &'a str);
+    let index = |status: &'_ Status| -> BTreeMap<(String, String), receptor_mesh::wire::ServiceAdvertisement> {
+        status
+            .advertisements
+            .iter()
+            .map(|ad| ((ad.node_id.clone(), ad.service.clone()), ad.clone()))
+            .collect()
+    };
+    let (old_ads, new_ads) = (index(old), index(new));
+    let keys: BTreeSet<AdKey<'_>> = old_ads
+        .keys()
+        .chain(new_ads.keys())
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    for (node, service) in keys {
+        let key = (node.to_owned(), service.to_owned());
+        match (old_ads.get(&key), new_ads.get(&key)) {
+            (Some(before), None) => changes.push(TopologyChange::Service {
+                advertisement: before.clone(),
+                removed: true,
+            }),
+            (before, Some(after)) if before.is_none_or(|b| !same_ad_content(b, after)) => {
+                changes.push(TopologyChange::Service {
+                    advertisement: after.clone(),
+                    removed: false,
+                });
+            }
+            _ => {}
+        }
+    }
+    changes
+}
+
+fn same_ad_content(
+    a: &receptor_mesh::wire::ServiceAdvertisement,
+    b: &receptor_mesh::wire::ServiceAdvertisement,
+) -> bool {
+    a.conn_type == b.conn_type && a.tags == b.tags && a.work_commands == b.work_commands
 }
 
 /// Converts a ping result; `expiry_is_success` makes "message expired" a normal traceroute hop.

@@ -184,6 +184,9 @@ pub enum WorkError {
     /// The worker refused or failed (its text is shown as is).
     #[error("{0}")]
     Worker(String),
+    /// The work type refused the submission's parameters (its text is shown as is).
+    #[error("{0}")]
+    Params(String),
     /// The payload could not be stored.
     #[error("{0}")]
     Input(String),
@@ -630,7 +633,7 @@ impl WorkEngine {
                 .inner
                 .remote
                 .prepare_submit(&request)
-                .map_err(|e| WorkError::Worker(e.0))?;
+                .map_err(|e| WorkError::Params(e.0))?;
             let worker: Arc<dyn Worker> = Arc::clone(&self.inner.remote) as Arc<dyn Worker>;
             let unit = self
                 .allocate(worker, Status::created(REMOTE_WORK_TYPE, Some(extra_data)))
@@ -645,7 +648,7 @@ impl WorkEngine {
         };
         let extra_data = worker
             .prepare(&request.params)
-            .map_err(|e| WorkError::Worker(e.0))?;
+            .map_err(|e| WorkError::Params(e.0))?;
         let unit = self
             .allocate(
                 Arc::clone(&worker),

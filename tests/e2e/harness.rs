@@ -135,6 +135,11 @@ impl Daemon {
         Self::start_env(name, &["--config", &path], env).await
     }
 
+    /// The process ID, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Everything the process printed so far.
     pub(crate) fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

@@ -5,6 +5,7 @@ mod ansible;
 mod cli;
 mod config;
 mod control;
+mod grpc;
 mod harness;
 mod mesh;
 mod reload;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt, StreamMap};
@@ -97,6 +97,9 @@ pub(super) struct NodeActor {
     commands: mpsc::Receiver<Command>,
     sessions: mpsc::Receiver<Session>,
     cancel: CancellationToken,
+    /// Bumped whenever connections, routes, the link-state graph or services may have
+    /// changed (see [`super::Node::topology_changes`]).
+    topology: watch::Sender<u64>,
     // Timers: each is the next instant the job runs.
     next_flood: Instant,
     next_recompute: Option<Instant>,
@@ -117,6 +120,7 @@ impl NodeActor {
         commands: mpsc::Receiver<Command>,
         sessions: mpsc::Receiver<Session>,
         cancel: CancellationToken,
+        topology: watch::Sender<u64>,
     ) -> Self {
         let epoch = config
             .epoch
@@ -143,6 +147,7 @@ impl NodeActor {
             commands,
             sessions,
             cancel,
+            topology,
             next_flood: now + ROUTE_UPDATE_INTERVAL,
             next_recompute: None,
             next_ads: now + SERVICE_AD_DELAY,
@@ -210,6 +215,13 @@ impl NodeActor {
         wake
     }
 
+    /// Tells topology watchers to look again. Watch channels coalesce, so a burst of
+    /// changes costs a slow watcher one fresh look, never a queue.
+    fn topology_changed(&self) {
+        self.topology
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
     fn request_flood(&mut self) {
         self.next_flood = self.next_flood.min(Instant::now() + CHANGE_DELAY);
     }
@@ -224,6 +236,7 @@ impl NodeActor {
         if self.next_recompute.is_some_and(|t| t <= now) {
             self.next_recompute = None;
             self.routing.recompute();
+            self.topology_changed();
             tracing::debug!(routes = ?self.routing.routes(), "routing table recomputed");
         }
         if self.next_flood <= now {
@@ -348,6 +361,7 @@ impl NodeActor {
                 self.routing.link_down(&remote);
                 self.request_flood();
                 self.request_recompute();
+                self.topology_changed();
                 tracing::info!(peer.id = %remote, reason = why, "connection closed");
             }
         } else {
@@ -457,6 +471,7 @@ impl NodeActor {
         self.routing.link_up(&remote, cost);
         self.request_flood();
         self.request_recompute();
+        self.topology_changed();
         tracing::info!(peer.id = %remote, cost, "connection established");
     }
 
@@ -507,6 +522,7 @@ impl NodeActor {
         }
         if outcome.topology_changed {
             self.request_recompute();
+            self.topology_changed();
         }
         if outcome.flood {
             let mut copy = update;
@@ -520,7 +536,10 @@ impl NodeActor {
             return; // our own ad coming back
         }
         match self.adverts.handle(ad, raw.clone()) {
-            AdOutcome::Stored | AdOutcome::Cancelled => self.flood(raw, Some(sid)),
+            AdOutcome::Stored | AdOutcome::Cancelled => {
+                self.flood(raw, Some(sid));
+                self.topology_changed();
+            }
             AdOutcome::Stale => {}
             AdOutcome::Refused(reason) => tracing::debug!(reason, "service advertisement refused"),
         }
@@ -795,8 +814,12 @@ impl NodeActor {
             // Go waits 5 s before announcing a new service; so do we, batching bursts.
             self.next_ads = self.next_ads.min(Instant::now() + SERVICE_AD_DELAY);
         }
+        let advertised = advertise.is_some();
         self.services
             .insert(name, LocalService { deliver, advertise });
+        if advertised {
+            self.topology_changed();
+        }
         Ok(name)
     }
 
@@ -816,6 +839,7 @@ impl NodeActor {
                 cancel: true,
             };
             self.flood(cancel.encode(), None);
+            self.topology_changed();
         }
     }
 

@@ -455,19 +455,7 @@ impl ControlServiceConfig {
             problems.push(raw.problem(Some("service"), e.to_string()));
         }
         let filename = opt_path(raw, "filename");
-        let tcp_listen = raw.opt_string("tcplisten").map(|listen| {
-            if listen.contains(':') {
-                listen
-            } else {
-                if listen.parse::<u16>().is_err() {
-                    problems.push(raw.problem(
-                        Some("tcplisten"),
-                        format!("tcplisten {listen:?} is neither a port nor host:port"),
-                    ));
-                }
-                format!("0.0.0.0:{listen}")
-            }
-        });
+        let tcp_listen = tcp_listen(raw, problems);
         if service.is_none() && filename.is_none() && tcp_listen.is_none() {
             problems.push(raw.problem(None, "no listeners specified"));
         }
@@ -480,6 +468,56 @@ impl ControlServiceConfig {
             tcp_tls: raw.opt_string("tcptls"),
         }
     }
+}
+
+/// `grpc-service` (Rust only): the gRPC control API on a Unix socket and/or TCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcServiceConfig {
+    /// Unix socket path.
+    pub filename: Option<PathBuf>,
+    /// Unix socket file mode.
+    pub permissions: u32,
+    /// TCP listen address, always `host:port` (a bare port became `0.0.0.0:port`).
+    pub tcp_listen: Option<String>,
+    /// tls-server name for the TCP listener.
+    pub tcp_tls: Option<String>,
+}
+
+impl GrpcServiceConfig {
+    pub(crate) fn from_raw(raw: &RawEntity, problems: &mut Vec<Problem>) -> Self {
+        let filename = opt_path(raw, "filename");
+        let tcp_listen = tcp_listen(raw, problems);
+        if filename.is_none() && tcp_listen.is_none() {
+            problems.push(raw.problem(None, "no listeners specified (filename or tcplisten)"));
+        }
+        let tcp_tls = raw.opt_string("tcptls");
+        if tcp_tls.is_some() && tcp_listen.is_none() {
+            problems.push(raw.problem(Some("tcptls"), "tcptls needs tcplisten"));
+        }
+        Self {
+            filename,
+            permissions: permissions(raw, problems),
+            tcp_listen,
+            tcp_tls,
+        }
+    }
+}
+
+/// `tcplisten`: `host:port` as given, or a bare port on every IPv4 address.
+fn tcp_listen(raw: &RawEntity, problems: &mut Vec<Problem>) -> Option<String> {
+    raw.opt_string("tcplisten").map(|listen| {
+        if listen.contains(':') {
+            listen
+        } else {
+            if listen.parse::<u16>().is_err() {
+                problems.push(raw.problem(
+                    Some("tcplisten"),
+                    format!("tcplisten {listen:?} is neither a port nor host:port"),
+                ));
+            }
+            format!("0.0.0.0:{listen}")
+        }
+    })
 }
 
 /// `command-service`: runs a command in a PTY for each mesh connection.

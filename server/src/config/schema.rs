@@ -364,6 +364,17 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
         ],
     ),
     e(
+        "grpc-service",
+        Section::Services,
+        "Serve the gRPC control API (Rust extension)",
+        &[
+            p("filename", Kind::Str, "Filename of local Unix socket to serve gRPC on"),
+            PERMISSIONS,
+            p("tcplisten", Kind::Str, "Local TCP port or host:port to serve gRPC on"),
+            p("tcptls", Kind::Str, "Name of the tls-server configuration for the TCP listener"),
+        ],
+    ),
+    e(
         "command-service",
         Section::Services,
         "Run an interactive command via a Receptor service",

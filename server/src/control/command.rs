@@ -22,6 +22,9 @@ pub(crate) enum Command {
     Work(WorkCommand),
     /// `reload` (any parameter text is ignored, as in Go).
     Reload,
+    /// `grpc` (Rust only): the rest of the connection speaks gRPC (HTTP/2) after the reply
+    /// `grpc ok`.
+    Grpc,
     /// `connect <node> <service> [<tlsclient>]`: bridge the session to a mesh stream.
     Connect {
         node: String,
@@ -93,6 +96,8 @@ pub(crate) fn parse(line: &str) -> Parsed {
         "work" => work_plain(params).map(Command::Work),
         "connect" => connect_plain(params),
         "reload" => Ok(Command::Reload),
+        "grpc" if params.is_empty() => Ok(Command::Grpc),
+        "grpc" => Err("grpc command does not take parameters".to_owned()),
         _ => Err(UNKNOWN.to_owned()),
     };
     match result {

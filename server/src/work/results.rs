@@ -43,6 +43,8 @@ pub struct ResultStream {
     missing: u32,
     last_check: Instant,
     done: bool,
+    /// Wait for more output until the unit is done; `false` stops at the current end.
+    follow: bool,
 }
 
 impl ResultStream {
@@ -57,7 +59,21 @@ impl ResultStream {
             missing: 0,
             last_check: Instant::now(),
             done: false,
+            follow: true,
         }
+    }
+
+    /// Makes the stream stop at the output's current end instead of following the unit
+    /// until it is done.
+    #[must_use]
+    pub fn without_follow(mut self) -> Self {
+        self.follow = false;
+        self
+    }
+
+    /// The unit's status now (its last known status once it was released).
+    pub fn unit_status(&self) -> super::UnitStatus {
+        super::unit_status(&self.unit)
     }
 
     /// The unit's ID.
@@ -94,7 +110,7 @@ impl ResultStream {
                 match blocking(move || File::open(path)).await {
                     Ok(file) => self.file = Some(Arc::new(file)),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        if finished {
+                        if finished || !self.follow {
                             // Finished without producing any output.
                             self.done = true;
                         } else {
@@ -118,6 +134,10 @@ impl ResultStream {
                 self.idle = MIN_IDLE;
                 self.missing = 0;
                 return Ok(Some(chunk));
+            }
+            if !self.follow {
+                self.done = true;
+                continue;
             }
             if finished {
                 let claimed = u64::try_from(snapshot.status.stdout_size).unwrap_or(0);
