@@ -121,10 +121,7 @@ impl Client {
             interval: interval.map(from_duration),
         };
         let stream = self.mesh.clone().ping(request).await?.into_inner();
-        Ok(stream
-            .map_ok(PingReply::from)
-            .map_err(Error::from)
-            .boxed())
+        Ok(stream.map_ok(PingReply::from).map_err(Error::from).boxed())
     }
 
     /// Traces the path to `node`, one item per hop.
@@ -348,7 +345,13 @@ impl Client {
             unit_id: unit_id.to_owned(),
             signature: String::new(),
         };
-        Ok(self.work.clone().cancel(request).await?.into_inner().pending)
+        Ok(self
+            .work
+            .clone()
+            .cancel(request)
+            .await?
+            .into_inner()
+            .pending)
     }
 
     /// Cancels if needed and deletes a unit; with `force`, even if its remote node cannot
@@ -359,7 +362,13 @@ impl Client {
             force,
             signature: String::new(),
         };
-        Ok(self.work.clone().release(request).await?.into_inner().pending)
+        Ok(self
+            .work
+            .clone()
+            .release(request)
+            .await?
+            .into_inner()
+            .pending)
     }
 
     /// Units' state changes as they happen: every unit, or only `unit_id` (the stream then

@@ -179,7 +179,13 @@ mod tests {
         assert_eq!(e.message(), "unknown work unit abc");
         assert_eq!(e.to_string(), "not found: unknown work unit abc");
         let e = Error::from(tonic::Status::internal("disk"));
-        assert!(matches!(e, Error::Rpc { code: tonic::Code::Internal, .. }));
+        assert!(matches!(
+            e,
+            Error::Rpc {
+                code: tonic::Code::Internal,
+                ..
+            }
+        ));
         assert_eq!(
             io::Error::from(Error::from(tonic::Status::unavailable("x"))).kind(),
             io::ErrorKind::ConnectionAborted

@@ -24,7 +24,8 @@ const MAX_RESUMES: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-type Reopen = Pin<Box<dyn Future<Output = Result<Streaming<v1::ResultsResponse>, tonic::Status>> + Send>>;
+type Reopen =
+    Pin<Box<dyn Future<Output = Result<Streaming<v1::ResultsResponse>, tonic::Status>> + Send>>;
 
 enum State {
     Open(Streaming<v1::ResultsResponse>),
@@ -65,7 +66,12 @@ impl std::fmt::Debug for Results {
     }
 }
 
-pub(crate) fn request(unit_id: &str, offset: u64, follow: bool, signature: &str) -> v1::ResultsRequest {
+pub(crate) fn request(
+    unit_id: &str,
+    offset: u64,
+    follow: bool,
+    signature: &str,
+) -> v1::ResultsRequest {
     v1::ResultsRequest {
         unit_id: unit_id.to_owned(),
         offset: i64::try_from(offset).unwrap_or(i64::MAX),
@@ -132,7 +138,10 @@ impl Results {
         let request = request(&self.unit_id, self.offset, self.follow, &self.signature);
         self.state = State::Reopening(Box::pin(async move {
             tokio::time::sleep(backoff).await;
-            client.results(request).await.map(tonic::Response::into_inner)
+            client
+                .results(request)
+                .await
+                .map(tonic::Response::into_inner)
         }));
     }
 
@@ -141,7 +150,10 @@ impl Results {
     fn retryable(status: &tonic::Status) -> bool {
         matches!(
             status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Aborted
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Aborted
         )
     }
 

@@ -253,10 +253,12 @@ impl Connector {
                 Box::new(stream)
             }
             Address::Tcp { host, port } => {
-                let stream = connect_tcp(host, *port).await.map_err(|source| Error::Connect {
-                    target: name.clone(),
-                    source,
-                })?;
+                let stream = connect_tcp(host, *port)
+                    .await
+                    .map_err(|source| Error::Connect {
+                        target: name.clone(),
+                        source,
+                    })?;
                 match &self.tls {
                     Some((connector, server_name)) => Box::new(
                         connector
@@ -299,10 +301,12 @@ pub(crate) async fn upgrade(io: &mut BoxIo, name: &str) -> Result<String> {
         target: name.to_owned(),
         greeting: greeting.clone(),
     })?;
-    io.write_all(b"grpc\n").await.map_err(|source| Error::Connect {
-        target: name.to_owned(),
-        source,
-    })?;
+    io.write_all(b"grpc\n")
+        .await
+        .map_err(|source| Error::Connect {
+            target: name.to_owned(),
+            source,
+        })?;
     io.flush().await.map_err(|source| Error::Connect {
         target: name.to_owned(),
         source,
@@ -543,7 +547,13 @@ mod tests {
         let t = Target::parse("grpc+tls://h:1").unwrap();
         assert!(t.is_tls() && !t.is_control_socket());
         for bad in [
-            "", "a:b", "tcp://host", "tcp://:1", "tcp://h:x", "tcp://[::1]:1", "grpc+/x",
+            "",
+            "a:b",
+            "tcp://host",
+            "tcp://:1",
+            "tcp://h:x",
+            "tcp://[::1]:1",
+            "grpc+/x",
             "tcp://h:99999",
         ] {
             assert!(

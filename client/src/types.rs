@@ -543,11 +543,7 @@ pub fn go_duration(d: Duration) -> String {
     let sub = nanos % 1_000_000_000;
     let hours = secs_total / 3600;
     let minutes = (secs_total % 3600) / 60;
-    let secs = frac(
-        (secs_total % 60) * 1_000_000_000 + sub,
-        1_000_000_000,
-        "s",
-    );
+    let secs = frac((secs_total % 60) * 1_000_000_000 + sub, 1_000_000_000, "s");
     match (hours, minutes) {
         (0, 0) => secs,
         (0, m) => format!("{m}m{secs}"),

@@ -8,6 +8,7 @@ mod control;
 mod grpc;
 mod harness;
 mod mesh;
+mod receptorctl_rs;
 mod reload;
 mod remote;
 mod work;

@@ -38,8 +38,7 @@ fn target(cli: &Cli) -> Result<Target> {
         bail!("Missing option '--socket'.");
     };
     let mut target = Target::parse(socket)?;
-    if cli.config.is_some() && (cli.rootcas.is_some() || cli.key.is_some() || cli.cert.is_some())
-    {
+    if cli.config.is_some() && (cli.rootcas.is_some() || cli.key.is_some() || cli.cert.is_some()) {
         bail!("Cannot specify both config and rootcas, key, cert");
     }
     let mut tls = TlsOptions::new();
@@ -79,7 +78,9 @@ async fn run_inner(cli: Cli) -> Result<u8> {
     let info = client.version().await?;
     let ours = env!("CARGO_PKG_VERSION");
     if info.version != ours {
-        print_warning("receptorctl and receptor are different versions, they may not be compatible");
+        print_warning(
+            "receptorctl and receptor are different versions, they may not be compatible",
+        );
     }
     let json = cli.json;
     match cli.command {
@@ -370,7 +371,10 @@ async fn classic_command(stream: ServiceStream, command: &str) -> Result<Value> 
     if !greeting.trim().starts_with("Receptor Control, node ") {
         bail!("Failed to connect to Receptor socket");
     }
-    stream.get_mut().write_all(format!("{command}\n").as_bytes()).await?;
+    stream
+        .get_mut()
+        .write_all(format!("{command}\n").as_bytes())
+        .await?;
     let mut line = String::new();
     (&mut stream)
         .take(MAX_CLASSIC_LINE)
@@ -405,7 +409,10 @@ async fn work_list(
             classic_command(stream, &command).await?
         }
         None if !unit_id.is_empty() => {
-            let unit = client.get(unit_id).await.map_err(|e| anyhow!(e.message()))?;
+            let unit = client
+                .get(unit_id)
+                .await
+                .map_err(|e| anyhow!(e.message()))?;
             json!({ unit.id.clone(): output::unit_json(&unit) })
         }
         None => {
@@ -529,7 +536,9 @@ async fn submit(client: &Client, json: bool, args: SubmitArgs) -> Result<u8> {
         return Ok(EXIT_ERROR);
     }
     if chosen > 1 {
-        print_error("Cannot provide more than one of --payload, --no-payload and --payload-literal.");
+        print_error(
+            "Cannot provide more than one of --payload, --no-payload and --payload-literal.",
+        );
         return Ok(EXIT_ERROR);
     }
     if args.rm && !args.follow {
@@ -649,10 +658,7 @@ async fn results(client: &Client, json: bool, unit_id: &str) -> Result<u8> {
         let mut v = output::unit_json(&end.unit);
         if let Some(obj) = v.as_object_mut() {
             obj.insert("UnitID".into(), json!(unit_id));
-            obj.insert(
-                "Output".into(),
-                json!(String::from_utf8_lossy(&collected)),
-            );
+            obj.insert("Output".into(), json!(String::from_utf8_lossy(&collected)));
             obj.insert("EndOffset".into(), json!(end.end_offset));
         }
         print_json(&v);
@@ -772,8 +778,8 @@ mod tests {
 
     #[test]
     fn global_options_and_json_anywhere() {
-        let cli =
-            crate::Cli::try_parse_from(["receptorctl", "--socket", "/s", "status", "--json"]).unwrap();
+        let cli = crate::Cli::try_parse_from(["receptorctl", "--socket", "/s", "status", "--json"])
+            .unwrap();
         assert!(cli.json);
         let cli = crate::Cli::try_parse_from([
             "receptorctl",

@@ -76,8 +76,8 @@ pub(crate) struct TlsClient {
 /// Finds the `tls-client` named `name` in the configuration at `path`. Like receptorctl, a
 /// missing entry leaves every setting at its default.
 pub(crate) fn tls_client(path: &Path, name: &str) -> Result<TlsClient> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     tls_client_from(&text, name).with_context(|| format!("in {}", path.display()))
 }
 
@@ -105,8 +105,9 @@ fn tls_client_from(text: &str, name: &str) -> Result<TlsClient> {
             found.rootcas = get("rootcas");
             found.cert = get("cert");
             found.key = get("key");
-            found.insecureskipverify = get("insecureskipverify")
-                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1"));
+            found.insecureskipverify = get("insecureskipverify").is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1")
+            });
             return Ok(found);
         }
     }
