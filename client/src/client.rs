@@ -316,7 +316,7 @@ impl Client {
     /// unit is final. See [`Results`] for reading it and for resumption.
     ///
     /// ```no_run
-    /// # async fn demo(client: receptor_client::Client) -> receptor_client::Result<()> {
+    /// # async fn demo(client: receptor_client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut results = client.results("Ab3dE5gH", 0, true).await?;
     /// tokio::io::copy(&mut results, &mut tokio::io::stdout()).await?;
     /// if let Some(end) = results.end() {

@@ -28,7 +28,7 @@ type Reopen =
     Pin<Box<dyn Future<Output = Result<Streaming<v1::ResultsResponse>, tonic::Status>> + Send>>;
 
 enum State {
-    Open(Streaming<v1::ResultsResponse>),
+    Open(Box<Streaming<v1::ResultsResponse>>),
     Reopening(Reopen),
     Done,
 }
@@ -99,7 +99,7 @@ impl Results {
             signature: signature.to_owned(),
             offset,
             buf: Bytes::new(),
-            state: State::Open(stream),
+            state: State::Open(Box::new(stream)),
             end: None,
             resumes: 0,
         })
@@ -162,7 +162,7 @@ impl Results {
             match &mut self.state {
                 State::Done => return Poll::Ready(None),
                 State::Reopening(fut) => match ready!(fut.as_mut().poll(cx)) {
-                    Ok(stream) => self.state = State::Open(stream),
+                    Ok(stream) => self.state = State::Open(Box::new(stream)),
                     Err(status) if Self::retryable(&status) && self.resumes < MAX_RESUMES => {
                         self.reopen();
                     }
