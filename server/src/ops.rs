@@ -1,6 +1,6 @@
 //! The single implementation of every operation the control front-ends offer.
 //!
-//! The classic text protocol (`control`) and, later, gRPC are thin adapters over [`Ops`]:
+//! The classic text protocol (`control`) and gRPC (`grpc`) are thin adapters over [`Ops`]:
 //! neither contains logic the other lacks. Work operations delegate to the
 //! [`WorkEngine`], which holds their logic.
 

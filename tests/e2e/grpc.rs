@@ -68,7 +68,10 @@ struct Node {
 
 impl Node {
     async fn start(id: &str, extra: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, id, extra).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, id: &str, extra: &str) -> Result<Self> {
         let daemon = Daemon::start_yaml(id, dir.path(), &node_yaml(dir.path(), id, extra)).await?;
         daemon.wait_log("grpc socket listening").await?;
         daemon.wait_log("control socket listening").await?;
@@ -130,6 +133,45 @@ async fn upgraded_channel(path: PathBuf) -> Result<Channel> {
         }))
         .await?;
     Ok(channel)
+}
+
+/// Cuts the socket under a [`cuttable_channel`], as a crashed client would.
+#[derive(Clone, Default)]
+struct Cut(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl Cut {
+    fn cut(&self) {
+        if let Ok(handles) = self.0.lock() {
+            for handle in handles.iter() {
+                handle.abort();
+            }
+        }
+    }
+}
+
+/// A Unix-socket channel whose socket the test can close abruptly: the client side talks to
+/// an in-memory pipe, relayed to the socket by a task that [`Cut::cut`] aborts (the socket
+/// is then closed without any HTTP/2 goodbye).
+async fn cuttable_channel(path: PathBuf) -> Result<(Channel, Cut)> {
+    let cut = Cut::default();
+    let handles = cut.clone();
+    let channel = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (path, handles) = (path.clone(), handles.clone());
+            async move {
+                let mut socket = UnixStream::connect(path).await?;
+                let (client, mut relay) = tokio::io::duplex(64 << 10);
+                let task = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut relay, &mut socket).await;
+                });
+                if let Ok(mut handles) = handles.0.lock() {
+                    handles.push(task.abort_handle());
+                }
+                Ok::<_, std::io::Error>(TokioIo::new(client))
+            }
+        }))
+        .await?;
+    Ok((channel, cut))
 }
 
 async fn read_line(stream: &mut UnixStream) -> std::io::Result<String> {
@@ -453,5 +495,585 @@ async fn check_every_rpc(node: &Node, channel: Channel) -> Result<()> {
             released += 1;
         }
     }
+    Ok(())
+}
+
+// === errors ===
+
+#[tokio::test]
+async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Result<()> {
+    let node = Node::start("ge", "").await?;
+    let channel = node.channel().await?;
+    let mut mesh = MeshClient::new(channel.clone());
+    let mut work = WorkClient::new(channel.clone());
+
+    let code = |s: tonic::Status| s.code();
+    // Empty and unknown IDs.
+    let s = rpc_status(work.get(pb::GetRequest::default())).await?;
+    assert_eq!(code(s.clone()), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("unit_id"), "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: "nosuch".into(),
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: "../etc".into(),
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.ping(pb::PingRequest::default())).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.ping(pb::PingRequest {
+        node: "ge".into(),
+        count: 20_000,
+        interval: None,
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(mesh.traceroute(pb::TracerouteRequest::default())).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // Unknown work type, bad first message, bad parameters, a size that does not match.
+    let s = submit(channel.clone(), header("nosuch"), b"x".to_vec(), 1)
+        .await
+        .err()
+        .context("unknown work type accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("unknown work type nosuch"), "{s:?}");
+    let mut extra = header("cat");
+    extra.params.insert("params".into(), "-n".into());
+    let s = submit(channel.clone(), extra, Vec::new(), 1)
+        .await
+        .err()
+        .context("params accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(work.submit(futures_util::stream::iter([pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(b"x".to_vec())),
+    }])))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let mut sized = header("cat");
+    sized.payload_size = 10;
+    let s = submit(channel.clone(), sized, b"12345".to_vec(), 2)
+        .await
+        .err()
+        .context("short payload accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert!(s.message().contains("payload_size"), "{s:?}");
+
+    // Negative offset.
+    let unit = submit(channel.clone(), header("cat"), b"abc".to_vec(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    let s = rpc_status(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        offset: -1,
+        ..Default::default()
+    }))
+    .await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // Connect: unknown tls-client, nothing listening.
+    let open = |service: &str, tls: &str| {
+        futures_util::stream::iter([pb::ConnectRequest {
+            request: Some(pb::connect_request::Request::Open(pb::ConnectOpen {
+                node: "localhost".into(),
+                service: service.into(),
+                tls_client: tls.into(),
+            })),
+        }])
+    };
+    let s = rpc_status(mesh.connect(open("control", "nosuch"))).await?;
+    assert_eq!(s.code(), Code::NotFound, "{s:?}");
+    let s = rpc_status(mesh.connect(open("", ""))).await?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+
+    // A message beyond 4 MiB: refused in a stream and as a unary request.
+    let big = vec![b'x'; 5 << 20];
+    let s = submit(channel.clone(), header("cat"), big.clone(), big.len())
+        .await
+        .err()
+        .context("huge message accepted")?;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = rpc_status(work.get(pb::GetRequest {
+        unit_id: String::from_utf8(big)?,
+    }))
+    .await?;
+    // tonic answers an oversized unary request itself, with gRPC's usual code for it.
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+
+    // Still healthy, on this connection and on a new one.
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    let mut fresh = MeshClient::new(node.channel().await?);
+    rpc(fresh.status(pb::StatusRequest {})).await?;
+    let cat = wait_state(&channel, &unit.unit_id, pb::WorkState::Succeeded).await?;
+    assert_eq!(cat.stdout_size, 3);
+    Ok(())
+}
+
+// === TLS ===
+
+async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new(crate::harness::receptor_bin()?)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// A CA `<ca>.crt` and a certificate `<name>.crt` it signed for node `name`.
+async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
+    if !dir.join(format!("{ca}.crt")).exists() {
+        cert_tool(
+            dir,
+            &[
+                "--cert-init",
+                &format!("commonname={ca}"),
+                "bits=2048",
+                &format!("outcert={ca}.crt"),
+                &format!("outkey={ca}.key"),
+            ],
+        )
+        .await?;
+    }
+    for name in names {
+        cert_tool(
+            dir,
+            &[
+                "--cert-makereq",
+                "bits=2048",
+                &format!("commonname={name}"),
+                &format!("nodeid={name}"),
+                "ipaddress=127.0.0.1",
+                &format!("outreq={name}.csr"),
+                &format!("outkey={name}.key"),
+            ],
+        )
+        .await?;
+        cert_tool(
+            dir,
+            &[
+                "--cert-signreq",
+                &format!("req={name}.csr"),
+                &format!("cacert={ca}.crt"),
+                &format!("cakey={ca}.key"),
+                &format!("outcert={name}.crt"),
+                "verify=yes",
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A TLS channel to `addr` trusting `ca`, presenting `client` (a `<name>.crt/.key` pair).
+async fn tls_channel(dir: &Path, addr: &str, client: Option<&str>) -> Result<Channel> {
+    use receptor_server::tls::{load_certificates, load_private_key};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certificates(&dir.join("ca.crt"))? {
+        roots.add(cert)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(receptor_mesh::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(name) => builder.with_client_auth_cert(
+            load_certificates(&dir.join(format!("{name}.crt")))?,
+            load_private_key(&dir.join(format!("{name}.key")))?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let addr = addr.to_owned();
+    let channel = Endpoint::try_from(format!("http://{addr}"))?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (connector, addr) = (connector.clone(), addr.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
+                    .map_err(std::io::Error::other)?;
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(channel)
+}
+
+#[tokio::test]
+async fn every_rpc_over_tcp_with_mutual_tls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().to_owned();
+    make_certs(&d, "ca", &["gt", "client"]).await?;
+    make_certs(&d, "otherca", &["stranger"]).await?;
+    let extra = format!(
+        "- tls-server:\n    name: srv\n    cert: {d}/gt.crt\n    key: {d}/gt.key\n    clientcas: {d}/ca.crt\n    requireclientcert: true\n\
+         - grpc-service:\n    tcplisten: 127.0.0.1:0\n    tcptls: srv\n",
+        d = d.display()
+    );
+    let node = Node::start_in(dir, "gt", &extra).await?;
+    let addr = node
+        .daemon
+        .wait_log(r"grpc tcp listener bound addr=(\S+) tls=\S*srv")
+        .await?;
+
+    // Refused: no client certificate, and one from a CA the server does not trust.
+    for client in [None, Some("stranger")] {
+        let refused = async {
+            let channel = tls_channel(&d, &addr, client).await?;
+            let mut mesh = MeshClient::new(channel);
+            rpc(mesh.status(pb::StatusRequest {})).await
+        };
+        ensure!(refused.await.is_err(), "client {client:?} was served");
+    }
+    // Served: a certificate from the configured clientcas.
+    let channel = tls_channel(&d, &addr, Some("client")).await?;
+    check_every_rpc(&node, channel).await?;
+    ensure!(
+        node.daemon.log().contains("gRPC TLS handshake failed"),
+        "{}",
+        node.daemon.log()
+    );
+    Ok(())
+}
+
+// === memory, disconnects, shutdown ===
+
+/// Peak resident memory of process `pid` in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()
+        .context("VmHWM number")
+}
+
+/// The byte at offset `i` of the test payload (not constant, so reordering would show).
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+#[tokio::test]
+async fn a_100_mb_submit_and_its_results_stream_with_bounded_memory() -> Result<()> {
+    const SIZE: u64 = 100 << 20;
+    const MESSAGE: u64 = 1 << 20;
+    let node = Node::start("gm", "").await?;
+    let pid = node.pid()?;
+    let channel = node.channel().await?;
+    let mut mesh = MeshClient::new(channel.clone());
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    let before = peak_rss_kib(pid)?;
+
+    // Generated lazily: the client never holds more than one message either.
+    let mut head = header("cat");
+    head.payload_size = SIZE;
+    let first = futures_util::stream::iter([pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Header(head)),
+    }]);
+    let payload = futures_util::stream::iter((0..SIZE / MESSAGE).map(|m| pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(
+            (m * MESSAGE..(m + 1) * MESSAGE).map(pattern).collect(),
+        )),
+    }));
+    let mut work = WorkClient::new(channel.clone());
+    let unit = tokio::time::timeout(Duration::from_secs(300), work.submit(first.chain(payload)))
+        .await
+        .context("upload timed out")??
+        .into_inner()
+        .unit
+        .context("unit")?;
+    let after_upload = peak_rss_kib(pid)?;
+
+    let mut stream = rpc(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        offset: 0,
+        follow: true,
+        signature: String::new(),
+    }))
+    .await?
+    .into_inner();
+    let mut received = 0u64;
+    let end = loop {
+        let message = tokio::time::timeout(RPC, stream.message())
+            .await
+            .context("results stalled")??;
+        match message.and_then(|m| m.response) {
+            Some(pb::results_response::Response::Data(chunk)) => {
+                ensure!(chunk.len() <= 64 << 10, "chunk of {} bytes", chunk.len());
+                for (i, byte) in chunk.iter().enumerate() {
+                    ensure!(
+                        *byte == pattern(received + i as u64),
+                        "wrong byte at {}",
+                        received + i as u64
+                    );
+                }
+                received += chunk.len() as u64;
+            }
+            Some(pb::results_response::Response::End(end)) => break end,
+            None => bail!("no end after {received} bytes"),
+        }
+    };
+    assert_eq!(received, SIZE);
+    assert_eq!(end.end_offset, SIZE as i64);
+    assert_eq!(
+        end.unit.context("unit")?.state,
+        pb::WorkState::Succeeded as i32
+    );
+    let after_results = peak_rss_kib(pid)?;
+    // Buffering the payload or the output would add 100 MiB; allow a few messages and
+    // HTTP/2 windows.
+    let limit = 48 << 10;
+    ensure!(
+        after_upload.saturating_sub(before) < limit && after_results.saturating_sub(before) < limit,
+        "daemon peak RSS grew from {before} KiB to {after_upload} KiB (upload) and {after_results} KiB (results)"
+    );
+    eprintln!(
+        "daemon VmHWM: {before} KiB at start, {after_upload} KiB after the upload, {after_results} KiB after the results"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_that_vanish_mid_stream_leave_the_daemon_healthy() -> Result<()> {
+    let node = Node::start("gd", "").await?;
+    let channel = node.channel().await?;
+
+    // An upload cut after some payload: the unit ends Failed, never half-run.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Header(header("wc"))),
+    })
+    .await?;
+    tx.send(pb::SubmitRequest {
+        request: Some(pb::submit_request::Request::Payload(vec![b'x'; 1000])),
+    })
+    .await?;
+    let (cut_channel, cut) = cuttable_channel(node.grpc_socket()).await?;
+    let upload = tokio::spawn(async move {
+        let mut work = WorkClient::new(cut_channel);
+        work.submit(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let work = WorkClient::new(channel.clone());
+    let unit_id = wait_for("the cut upload's unit", WAIT, || {
+        let mut work = work.clone();
+        async move {
+            let units = work.list(pb::ListRequest {}).await.ok()?.into_inner().units;
+            units
+                .into_iter()
+                .find(|u| u.work_type == "wc")
+                .map(|u| u.unit_id)
+        }
+    })
+    .await?;
+    // The connection drops with the request stream still open.
+    cut.cut();
+    let outcome = tokio::time::timeout(RPC, upload).await??;
+    ensure!(outcome.is_err(), "{outcome:?}");
+    drop(tx);
+    let failed = wait_state(&channel, &unit_id, pb::WorkState::Failed).await?;
+    assert!(failed.detail.contains("went away"), "{failed:?}");
+
+    // A results reader that hangs up after the first message.
+    let unit = submit(channel.clone(), header("count"), Vec::new(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    {
+        let (reader, cut) = cuttable_channel(node.grpc_socket()).await?;
+        let mut reader = WorkClient::new(reader);
+        let mut stream = rpc(reader.results(pb::ResultsRequest {
+            unit_id: unit.unit_id.clone(),
+            follow: true,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+        rpc(stream.message()).await?.context("first chunk")?;
+        cut.cut();
+    }
+    // Still healthy; the whole output is still there for the next reader.
+    wait_state(&channel, &unit.unit_id, pb::WorkState::Succeeded).await?;
+    let (data, end) = results(channel.clone(), &unit.unit_id, 0, true).await?;
+    assert!(data.ends_with(b"line-19999\n"));
+    assert_eq!(end.end_offset, data.len() as i64);
+    let mut mesh = MeshClient::new(channel);
+    rpc(mesh.status(pb::StatusRequest {})).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_during_a_results_stream_ends_it_with_unavailable() -> Result<()> {
+    let node = Node::start("gs", "").await?;
+    let channel = node.channel().await?;
+    let unit = submit(channel.clone(), header("sleep"), Vec::new(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    wait_state(&channel, &unit.unit_id, pb::WorkState::Running).await?;
+    let mut work = WorkClient::new(channel.clone());
+    let mut stream = rpc(work.results(pb::ResultsRequest {
+        unit_id: unit.unit_id.clone(),
+        follow: true,
+        ..Default::default()
+    }))
+    .await?
+    .into_inner();
+    let mut watch =
+        rpc(MeshClient::new(channel.clone()).watch_topology(pb::WatchTopologyRequest {}))
+            .await?
+            .into_inner();
+    rpc(watch.message()).await?.context("snapshot")?;
+
+    let Node { daemon, dir, .. } = node;
+    let exit = tokio::spawn(daemon.terminate());
+    // Both streams end at once, with UNAVAILABLE rather than a normal end.
+    let status = rpc_status(stream.message()).await?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = rpc_status(watch.message()).await?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let exit = exit.await??;
+    ensure!(exit.success(), "exit status {exit:?}");
+    drop(dir);
+    Ok(())
+}
+
+// === topology ===
+
+#[tokio::test]
+async fn watch_topology_reports_a_peer_coming_and_going() -> Result<()> {
+    let a = Node::start(
+        "ga",
+        "- tcp-listener:\n    port: 0\n    bindaddr: 127.0.0.1\n",
+    )
+    .await?;
+    let addr = a.daemon.tcp_listener_addr().await?;
+    let mut mesh = MeshClient::new(a.channel().await?);
+    let mut watch = rpc(mesh.watch_topology(pb::WatchTopologyRequest {}))
+        .await?
+        .into_inner();
+    let first = rpc(watch.message()).await?.context("snapshot")?;
+    let Some(pb::topology_event::Event::Snapshot(snapshot)) = first.event else {
+        bail!("first event {first:?}");
+    };
+    assert_eq!(snapshot.node_id, "ga");
+    assert!(snapshot.connections.is_empty());
+
+    let b = Node::start("gb", &format!("- tcp-peer:\n    address: {addr}\n")).await?;
+    let (mut connected, mut routed, mut service) = (false, false, false);
+    while !(connected && routed && service) {
+        let event = rpc(watch.message()).await?.context("watch ended")?;
+        match event.event {
+            Some(pb::topology_event::Event::Connection(c)) if c.node_id == "gb" => {
+                assert!(!c.removed);
+                assert_eq!(c.cost, 1.0);
+                connected = true;
+            }
+            Some(pb::topology_event::Event::Route(r)) if r.destination == "gb" => {
+                assert_eq!(r.next_hop, "gb");
+                routed = true;
+            }
+            Some(pb::topology_event::Event::Service(s)) => {
+                let ad = s.advertisement.context("advertisement")?;
+                if ad.node_id == "gb" && ad.service == "control" && !s.removed {
+                    service = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(b);
+    loop {
+        let event = rpc(watch.message()).await?.context("watch ended")?;
+        if let Some(pb::topology_event::Event::Connection(c)) = event.event
+            && c.node_id == "gb"
+        {
+            assert!(c.removed, "{c:?}");
+            break;
+        }
+    }
+    Ok(())
+}
+
+// === a foreign client ===
+
+/// Python's grpcio, with stubs generated from proto/ by grpcio-tools at test time.
+#[tokio::test]
+async fn a_python_grpcio_client_calls_status_and_list() -> Result<()> {
+    let python = match std::env::var_os("RECEPTOR_TEST_VENV") {
+        Some(dir) => PathBuf::from(dir).join("python"),
+        None => bail!("RECEPTOR_TEST_VENV is not set: run the tests with scripts/test"),
+    };
+    let node = Node::start("gp", "").await?;
+    let channel = node.channel().await?;
+    let unit = submit(channel.clone(), header("cat"), b"py".to_vec(), 1)
+        .await?
+        .unit
+        .context("unit")?;
+    let stubs = tempfile::tempdir()?;
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I", proto])
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .args(["receptor/v1/mesh.proto", "receptor/v1/work.proto"])
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "protoc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = r#"
+import sys
+import grpc
+from receptor.v1 import mesh_pb2, mesh_pb2_grpc, work_pb2, work_pb2_grpc
+channel = grpc.insecure_channel("unix:" + sys.argv[1], options=[("grpc.default_authority", "localhost")])
+status = mesh_pb2_grpc.MeshStub(channel).Status(mesh_pb2.StatusRequest(), timeout=20)
+units = work_pb2_grpc.WorkStub(channel).List(work_pb2.ListRequest(), timeout=20)
+print("node", status.node_id)
+for unit in units.units:
+    print("unit", unit.unit_id, unit.work_type)
+try:
+    work_pb2_grpc.WorkStub(channel).Get(work_pb2.GetRequest(unit_id="nosuch"), timeout=20)
+except grpc.RpcError as error:
+    print("error", error.code().name)
+"#;
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(node.grpc_socket())
+            .env("PYTHONPATH", stubs.path())
+            .output(),
+    )
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("node gp\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("unit {} cat\n", unit.unit_id)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("error NOT_FOUND\n"), "{stdout}");
     Ok(())
 }

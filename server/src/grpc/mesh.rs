@@ -365,7 +365,7 @@ impl pb::mesh_server::Mesh for MeshService {
                     Ok(n) => {
                         buf.truncate(n);
                         let data = pb::ConnectResponse {
-                            response: Some(Out::Data(buf.into())),
+                            response: Some(Out::Data(buf)),
                         };
                         Some((Ok(data), b))
                     }
