@@ -1,10 +1,10 @@
 //! The Rust client library and the Rust `receptorctl` against real daemons: the library
 //! over a pure gRPC socket, over the classic socket's `grpc` upgrade and over TLS; and the
 //! Rust and Python receptorctl side by side on one scenario, with normalised outputs equal.
+#![allow(clippy::unwrap_used)] // unwrap_err() on calls that must fail
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use futures_util::StreamExt;
