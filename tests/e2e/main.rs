@@ -9,6 +9,7 @@ mod grpc;
 mod harness;
 mod mesh;
 mod proxy;
+mod receptorctl_rs;
 mod reload;
 mod remote;
 mod work;
