@@ -149,13 +149,16 @@ impl Line {
         self.dir.path().join(format!("{id}.sock"))
     }
 
-    /// Waits until node-a knows node-c's `service` advertisement; returns its tags.
+    /// Waits until node-a has a route to node-c and knows its `service` advertisement;
+    /// returns the advertisement's tags.
     async fn wait_service(&self, service: &str) -> Result<BTreeMap<String, String>> {
         let socket = self.socket("node-a");
         wait_for(&format!("node-a to see node-c:{service}"), LONG, || {
             let socket = socket.clone();
             async move {
                 let status = status_json(&socket).await.ok()?;
+                // Advertisements can arrive before the route: wait for both.
+                status["RoutingTable"].get("node-c")?;
                 let ad = status["Advertisements"]
                     .as_array()?
                     .iter()
@@ -393,8 +396,11 @@ async fn udp_proxy_carries_50_mb_and_keeps_peers_apart() -> Result<()> {
 
 #[tokio::test]
 async fn tcp_proxy_to_a_down_service_closes_connections_then_recovers() -> Result<()> {
-    // A port with nothing listening (yet).
-    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    // A port that is bound but not listening (yet): connections are refused, and no other
+    // test can take the port meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4()?;
+    reserved.bind("127.0.0.1:0".parse()?)?;
+    let port = reserved.local_addr()?;
     let line = Line::start(
         "- tcp-server:\n    bindaddr: 127.0.0.1\n    port: 0\n    remotenode: node-c\n    remoteservice: later\n",
         &format!("- tcp-client:\n    service: later\n    address: {port}\n"),
@@ -417,10 +423,12 @@ async fn tcp_proxy_to_a_down_service_closes_connections_then_recovers() -> Resul
         buf.is_empty(),
         "got data from a down service: {buf:?} ({read:?})"
     );
-    line._c.wait_log(r"cannot reach the local service").await?;
+    if let Err(error) = line._c.wait_log(r"cannot reach the local service").await {
+        bail!("{error:#}\nlog of node-a:\n{}", line.a.log());
+    }
 
     // Up: the next connection works.
-    spawn_tcp_echo(TcpListener::bind(port).await?);
+    spawn_tcp_echo(reserved.listen(128)?);
     let back = tokio::time::timeout(LONG, async {
         echo_round_trip(TcpStream::connect(&proxy).await?, b"hello again").await
     })
