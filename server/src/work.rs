@@ -59,6 +59,9 @@ use crate::config::{Config, LogLevel, WorkCommandConfig};
 pub const REMOTE_WORK_TYPE: &str = "remote";
 /// Unit directories read at once during recovery.
 const RECOVERY_CONCURRENCY: usize = 32;
+/// A `work watch` stream repeats the current status after this much silence, so the
+/// watching node can tell a quiet unit from a broken path.
+pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
 /// How often a running unit's status file is checked for changes.
 pub(crate) const STATUS_POLL: Duration = Duration::from_millis(250);
 
@@ -156,6 +159,42 @@ pub struct WorkEvent {
     pub status: UnitStatus,
     /// The unit was released (it no longer exists once its directory is removed).
     pub released: bool,
+}
+
+/// One unit's status changes, from [`WorkEngine::watch_unit`].
+#[derive(Debug)]
+pub struct UnitWatch {
+    unit: Arc<Unit>,
+    rx: tokio::sync::watch::Receiver<unit::Snapshot>,
+    first: bool,
+}
+
+impl UnitWatch {
+    /// The unit's ID.
+    pub fn unit_id(&self) -> &str {
+        self.unit.id().as_str()
+    }
+
+    /// The current status the first time, then the status after the next change; `None`
+    /// once the unit is released (or gone from memory).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a change seen by a cancelled call is reported by the next one.
+    pub async fn next(&mut self) -> Option<UnitStatus> {
+        if !self.first && self.rx.changed().await.is_err() {
+            return None;
+        }
+        self.first = false;
+        if self.rx.borrow_and_update().released {
+            return None;
+        }
+        Some(unit_status(&self.unit))
+    }
+
+    /// The unit's status now (for keep-alive repeats).
+    pub fn current(&self) -> UnitStatus {
+        unit_status(&self.unit)
+    }
 }
 
 /// Unit changes a slow [`WorkEngine::watch`] receiver may fall behind before it lags.
@@ -591,6 +630,22 @@ impl WorkEngine {
     /// should re-read [`WorkEngine::list`]; memory stays bounded whoever is slow.
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<WorkEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Follows one unit's status (the `work watch` extension): the current status at once,
+    /// then the latest one after each change. Only the newest state is kept for a slow
+    /// reader, so memory stays bounded whatever the pace.
+    ///
+    /// # Errors
+    /// The unit is unknown.
+    pub async fn watch_unit(&self, unit: &str) -> Result<UnitWatch, WorkError> {
+        let unit = self.find(unit).await?;
+        let rx = unit.subscribe();
+        Ok(UnitWatch {
+            unit,
+            rx,
+            first: true,
+        })
     }
 
     /// Status of one unit.
