@@ -373,6 +373,8 @@ pub struct EngineConfig {
     /// How long finished units are kept before the engine releases them
     /// (`node.workretention`; `None`: until released).
     pub work_retention: Option<Duration>,
+    /// The ttl of remote submissions that give none (`node.workttl`; `None`: no expiry).
+    pub default_remote_ttl: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -403,6 +405,7 @@ impl EngineConfig {
             dialer: None,
             remote_unreachable_timeout: config.node.remote_unreachable_timeout,
             work_retention: config.node.work_retention,
+            default_remote_ttl: config.node.work_ttl,
         })
     }
 }
@@ -476,6 +479,7 @@ impl WorkEngine {
                 dialer: config.dialer,
                 signer: config.signer.clone(),
                 unreachable: config.remote_unreachable_timeout,
+                default_ttl: config.default_remote_ttl,
             },
             spawner.clone(),
         ));

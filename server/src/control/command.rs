@@ -652,6 +652,12 @@ mod tests {
                 },
             ),
             (
+                "work watch xk07MWEr",
+                WorkCommand::Watch {
+                    unit_id: "xk07MWEr".into(),
+                },
+            ),
+            (
                 "work cancel u1",
                 WorkCommand::Cancel {
                     unit_id: "u1".into(),

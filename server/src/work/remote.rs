@@ -383,6 +383,7 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
 #[derive(Debug)]
 pub(crate) struct RemoteWorker {
     ctx: Arc<Ctx>,
+    default_ttl: Option<Duration>,
     spawner: Spawner,
     /// The background job (start loop, monitors, cancel or release retries) of each unit.
     jobs: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
@@ -394,6 +395,8 @@ pub(crate) struct RemoteSettings {
     pub(crate) dialer: Option<Arc<dyn MeshDialer>>,
     pub(crate) signer: Option<Signer>,
     pub(crate) unreachable: Duration,
+    /// The ttl of submissions that give none (`node.workttl`).
+    pub(crate) default_ttl: Option<Duration>,
 }
 
 impl RemoteWorker {
@@ -404,6 +407,7 @@ impl RemoteWorker {
                 signer: settings.signer,
                 unreachable: settings.unreachable,
             }),
+            default_ttl: settings.default_ttl,
             spawner,
             jobs: Arc::default(),
         }
@@ -431,17 +435,22 @@ impl RemoteWorker {
                 request.tls_client
             )));
         }
-        let expiration = if request.ttl.is_empty() {
-            ZERO_TIME.to_owned()
+        let ttl = if request.ttl.is_empty() {
+            self.default_ttl
         } else {
-            let ttl = crate::config::parse_duration(&request.ttl).map_err(WorkerError)?;
-            if request.sign_work
-                && let Some(signer) = &self.ctx.signer
-                && ttl > signer.expiration()
-            {
-                tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+            Some(crate::config::parse_duration(&request.ttl).map_err(WorkerError)?)
+        };
+        let expiration = match ttl {
+            None => ZERO_TIME.to_owned(),
+            Some(ttl) => {
+                if request.sign_work
+                    && let Some(signer) = &self.ctx.signer
+                    && ttl > signer.expiration()
+                {
+                    tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+                }
+                rfc3339(SystemTime::now() + ttl)
             }
-            rfc3339(SystemTime::now() + ttl)
         };
         Ok(RemoteExtra {
             remote_node: request.node.clone(),
@@ -1365,6 +1374,7 @@ mod tests {
                 dialer: None,
                 signer: None,
                 unreachable: Duration::from_secs(1),
+                default_ttl: None,
             },
             Spawner {
                 tracker: tokio_util::task::TaskTracker::new(),
