@@ -21,6 +21,7 @@
 //! outlive the daemon, and [`WorkEngine::recover`] picks their units up again.
 
 mod command;
+mod fswatch;
 mod remote;
 mod results;
 pub mod runner;
@@ -62,8 +63,6 @@ const RECOVERY_CONCURRENCY: usize = 32;
 /// A `work watch` stream repeats the current status after this much silence, so the
 /// watching node can tell a quiet unit from a broken path.
 pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
-/// How often a running unit's status file is checked for changes.
-pub(crate) const STATUS_POLL: Duration = Duration::from_millis(250);
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -333,6 +332,8 @@ pub(crate) trait Worker: Send + Sync + fmt::Debug {
 pub(crate) struct Spawner {
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// The engine's one inotify watcher over unit directories.
+    pub(crate) dirs: fswatch::DirWatcher,
 }
 
 impl Spawner {
@@ -470,8 +471,10 @@ impl WorkEngine {
             );
         }
         let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let spawner = Spawner {
-            tracker: TaskTracker::new(),
+            dirs: fswatch::DirWatcher::new(&tracker, &cancel),
+            tracker,
             cancel: cancel.clone(),
         };
         let remote = Arc::new(remote::RemoteWorker::new(
@@ -787,9 +790,11 @@ impl WorkEngine {
     ) -> Result<ResultStream, WorkError> {
         let unit = self.find(unit).await?;
         self.check_unit_signature(&unit, signature, caller)?;
+        let dir = self.inner.spawner.dirs.watch(unit.dir());
         Ok(ResultStream::new(
             unit,
             u64::try_from(start_pos).unwrap_or(0),
+            dir,
         ))
     }
 

@@ -1379,6 +1379,7 @@ mod tests {
             Spawner {
                 tracker: tokio_util::task::TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                dirs: super::super::fswatch::DirWatcher::default(),
             },
         );
         let extra = RemoteExtra {
