@@ -370,6 +370,7 @@ fn assemble(
             max_idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
             remote_unreachable_timeout: crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT,
             work_retention: None,
+            work_ttl: None,
             receptor_kube_support_reconnect: None,
             receptor_kube_clientset_qps: None,
             receptor_kube_clientset_burst: None,

@@ -23,7 +23,7 @@ use self::command::{Command, Parsed, WorkCommand};
 use crate::error_chain;
 use crate::gojson::{escape, go_string, to_go_json};
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
-use crate::work::{Caller, ExtraData, Outcome, UnitStatus};
+use crate::work::{Caller, ExtraData, Outcome, UnitStatus, UnitWatch, WATCH_KEEPALIVE};
 
 /// Longest accepted command line. Go has no limit; we refuse to buffer more than this.
 pub const MAX_LINE: usize = 1 << 20;
@@ -489,6 +489,13 @@ where
             .work_status(&unit_id)
             .await
             .map(|status| unit_status_json(&status)),
+        WorkCommand::Watch { unit_id } => match ops.work_watch(&unit_id).await {
+            Err(error) => Err(error),
+            Ok(watch) => {
+                serve_watch(watch, reader, writer).await?;
+                return Ok(None);
+            }
+        },
         WorkCommand::Submit(request) => match ops.work_submit(request, caller).await {
             Err(error) => Err(error),
             Ok(mut submission) => {
@@ -558,6 +565,49 @@ where
         Ok(json) => format!("{json}\n"),
         Err(error) => format!("ERROR: {error}\n"),
     }))
+}
+
+/// Serves `work watch` until the unit is released or the client hangs up: one status line
+/// (the `work status` object) now and after every change, the current one again after
+/// [`WATCH_KEEPALIVE`] of silence (so the other end can tell a quiet unit from a dead
+/// path), and `ERROR: unknown work unit <id>` once the unit is released. Changes are
+/// coalesced: a slow reader gets the newest state, never a backlog. The session ends with
+/// the watch, like a results stream.
+async fn serve_watch<R, W>(
+    mut watch: UnitWatch,
+    reader: &mut R,
+    writer: &mut W,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut sink = [0u8; 512];
+    loop {
+        let line = tokio::select! {
+            next = watch.next() => match next {
+                Some(status) => format!("{}\n", unit_status_json(&status)),
+                None => {
+                    let gone = format!("ERROR: unknown work unit {}\n", watch.unit_id());
+                    writer.write_all(gone.as_bytes()).await?;
+                    break;
+                }
+            },
+            () = tokio::time::sleep(WATCH_KEEPALIVE) => {
+                format!("{}\n", unit_status_json(&watch.current()))
+            }
+            // The client sends nothing during a watch: EOF (or an error) means it is gone.
+            // Anything else is discarded.
+            read = reader.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        writer.write_all(line.as_bytes()).await?;
+        writer.flush().await?;
+    }
+    let _ = writer.shutdown().await;
+    Ok(())
 }
 
 fn outcome_json(outcome: Outcome, done: &str, pending: &str, unit_id: &str) -> String {

@@ -11,8 +11,8 @@ use receptor_mesh::Node;
 use receptor_mesh::node::{MAX_FORWARDING_HOPS, PingError, Status};
 
 use crate::work::{
-    Caller, Outcome, ResultStream, Submission, SubmitRequest, UnitStatus, WorkEngine, WorkError,
-    WorkEvent,
+    Caller, Outcome, ResultStream, Submission, SubmitRequest, UnitStatus, UnitWatch, WorkEngine,
+    WorkError, WorkEvent,
 };
 
 /// What `status` reports.
@@ -243,7 +243,7 @@ impl Ops {
     ///
     /// # Errors
     /// This node runs no work engine.
-    pub fn work_watch(&self) -> Result<tokio::sync::broadcast::Receiver<WorkEvent>, WorkError> {
+    pub fn work_changes(&self) -> Result<tokio::sync::broadcast::Receiver<WorkEvent>, WorkError> {
         Ok(self.engine()?.watch())
     }
 
@@ -253,6 +253,15 @@ impl Ops {
     /// Unknown unit.
     pub async fn work_status(&self, unit: &str) -> Result<UnitStatus, WorkError> {
         self.engine()?.status(unit).await
+    }
+
+    /// `work watch` (a Rust extension; Go answers `ERROR: bad command`): the unit's status
+    /// now and after every change, until it is released.
+    ///
+    /// # Errors
+    /// Unknown unit.
+    pub async fn work_watch(&self, unit: &str) -> Result<UnitWatch, WorkError> {
+        self.engine()?.watch_unit(unit).await
     }
 
     /// `work submit`: allocates the unit; the caller streams the payload into the

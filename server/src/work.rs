@@ -21,6 +21,7 @@
 //! outlive the daemon, and [`WorkEngine::recover`] picks their units up again.
 
 mod command;
+mod fswatch;
 mod remote;
 mod results;
 pub mod runner;
@@ -59,8 +60,9 @@ use crate::config::{Config, LogLevel, WorkCommandConfig};
 pub const REMOTE_WORK_TYPE: &str = "remote";
 /// Unit directories read at once during recovery.
 const RECOVERY_CONCURRENCY: usize = 32;
-/// How often a running unit's status file is checked for changes.
-pub(crate) const STATUS_POLL: Duration = Duration::from_millis(250);
+/// A `work watch` stream repeats the current status after this much silence, so the
+/// watching node can tell a quiet unit from a broken path.
+pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -156,6 +158,42 @@ pub struct WorkEvent {
     pub status: UnitStatus,
     /// The unit was released (it no longer exists once its directory is removed).
     pub released: bool,
+}
+
+/// One unit's status changes, from [`WorkEngine::watch_unit`].
+#[derive(Debug)]
+pub struct UnitWatch {
+    unit: Arc<Unit>,
+    rx: tokio::sync::watch::Receiver<unit::Snapshot>,
+    first: bool,
+}
+
+impl UnitWatch {
+    /// The unit's ID.
+    pub fn unit_id(&self) -> &str {
+        self.unit.id().as_str()
+    }
+
+    /// The current status the first time, then the status after the next change; `None`
+    /// once the unit is released (or gone from memory).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a change seen by a cancelled call is reported by the next one.
+    pub async fn next(&mut self) -> Option<UnitStatus> {
+        if !self.first && self.rx.changed().await.is_err() {
+            return None;
+        }
+        self.first = false;
+        if self.rx.borrow_and_update().released {
+            return None;
+        }
+        Some(unit_status(&self.unit))
+    }
+
+    /// The unit's status now (for keep-alive repeats).
+    pub fn current(&self) -> UnitStatus {
+        unit_status(&self.unit)
+    }
 }
 
 /// Unit changes a slow [`WorkEngine::watch`] receiver may fall behind before it lags.
@@ -297,6 +335,8 @@ pub(crate) trait Worker: Send + Sync + fmt::Debug {
 pub(crate) struct Spawner {
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// The engine's one inotify watcher over unit directories.
+    pub(crate) dirs: fswatch::DirWatcher,
 }
 
 impl Spawner {
@@ -337,6 +377,8 @@ pub struct EngineConfig {
     /// How long finished units are kept before the engine releases them
     /// (`node.workretention`; `None`: until released).
     pub work_retention: Option<Duration>,
+    /// The ttl of remote submissions that give none (`node.workttl`; `None`: no expiry).
+    pub default_remote_ttl: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -367,6 +409,7 @@ impl EngineConfig {
             dialer: None,
             remote_unreachable_timeout: config.node.remote_unreachable_timeout,
             work_retention: config.node.work_retention,
+            default_remote_ttl: config.node.work_ttl,
         })
     }
 }
@@ -431,8 +474,10 @@ impl WorkEngine {
             );
         }
         let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let spawner = Spawner {
-            tracker: TaskTracker::new(),
+            dirs: fswatch::DirWatcher::new(&tracker, &cancel),
+            tracker,
             cancel: cancel.clone(),
         };
         let remote = Arc::new(remote::RemoteWorker::new(
@@ -440,6 +485,7 @@ impl WorkEngine {
                 dialer: config.dialer,
                 signer: config.signer.clone(),
                 unreachable: config.remote_unreachable_timeout,
+                default_ttl: config.default_remote_ttl,
             },
             spawner.clone(),
         ));
@@ -596,6 +642,22 @@ impl WorkEngine {
         self.inner.events.subscribe()
     }
 
+    /// Follows one unit's status (the `work watch` extension): the current status at once,
+    /// then the latest one after each change. Only the newest state is kept for a slow
+    /// reader, so memory stays bounded whatever the pace.
+    ///
+    /// # Errors
+    /// The unit is unknown.
+    pub async fn watch_unit(&self, unit: &str) -> Result<UnitWatch, WorkError> {
+        let unit = self.find(unit).await?;
+        let rx = unit.subscribe();
+        Ok(UnitWatch {
+            unit,
+            rx,
+            first: true,
+        })
+    }
+
     /// Status of one unit.
     ///
     /// # Errors
@@ -731,9 +793,11 @@ impl WorkEngine {
     ) -> Result<ResultStream, WorkError> {
         let unit = self.find(unit).await?;
         self.check_unit_signature(&unit, signature, caller)?;
+        let dir = self.inner.spawner.dirs.watch(unit.dir());
         Ok(ResultStream::new(
             unit,
             u64::try_from(start_pos).unwrap_or(0),
+            dir,
         ))
     }
 

@@ -43,6 +43,7 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
+        default_remote_ttl: None,
     })?)
 }
 
@@ -524,6 +525,7 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         dialer: None,
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
+        default_remote_ttl: None,
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);

@@ -189,6 +189,10 @@ pub struct NodeConfig {
     /// releases them (`workretention`, a Rust extension; `None` or `0`: kept until released,
     /// as in Go).
     pub work_retention: Option<Duration>,
+    /// The ttl of remote work submitted without one (`workttl`, a Rust extension; `None` or
+    /// `0`: no expiry, as in Go). A unit whose remote node cannot be reached within it fails
+    /// as `Work unit expired on ...`.
+    pub work_ttl: Option<Duration>,
     /// Accepted for compatibility; only the Go v2 parser uses these.
     pub receptor_kube_support_reconnect: Option<String>,
     /// Accepted for compatibility; only the Go v2 parser uses it.
@@ -209,6 +213,7 @@ impl PartialEq for NodeConfig {
             && self.max_idle_connection_timeout == other.max_idle_connection_timeout
             && self.remote_unreachable_timeout == other.remote_unreachable_timeout
             && self.work_retention == other.work_retention
+            && self.work_ttl == other.work_ttl
             && self.receptor_kube_support_reconnect == other.receptor_kube_support_reconnect
             && self.receptor_kube_clientset_qps == other.receptor_kube_clientset_qps
             && self.receptor_kube_clientset_burst == other.receptor_kube_clientset_burst
@@ -287,6 +292,7 @@ impl NodeConfig {
                 .duration("remoteunreachabletimeout")
                 .unwrap_or(crate::work::DEFAULT_REMOTE_UNREACHABLE_TIMEOUT),
             work_retention: raw.duration("workretention").filter(|d| !d.is_zero()),
+            work_ttl: raw.duration("workttl").filter(|d| !d.is_zero()),
             receptor_kube_support_reconnect: raw.opt_string("receptorkubesupportreconnect"),
             receptor_kube_clientset_qps: raw.opt_string("receptorkubeclientsetqps"),
             receptor_kube_clientset_burst: raw.opt_string("receptorkubeclientsetburst"),

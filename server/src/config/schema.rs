@@ -271,6 +271,12 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
                 "How long finished work units are kept before they are released automatically; 0 keeps them until released (Rust extension)",
             )
             .def("0s"),
+            p(
+                "workttl",
+                Kind::Duration,
+                "Default ttl of remote work submitted without one: a unit not started on its remote node within it fails; 0 means no expiry (Rust extension)",
+            )
+            .def("0s"),
             p("receptorkubesupportreconnect", Kind::Str, "Kubernetes log reconnect support (v2 configuration only)"),
             p("receptorkubeclientsetqps", Kind::Str, "Kubernetes client QPS (v2 configuration only)"),
             p("receptorkubeclientsetburst", Kind::Str, "Kubernetes client burst (v2 configuration only)"),

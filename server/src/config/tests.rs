@@ -1041,3 +1041,21 @@ fn grpc_service_is_parsed_and_needs_a_listener() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn work_ttl_is_a_node_duration_defaulting_to_none() {
+    assert_eq!(run("--node id=a").node.work_ttl, None);
+    assert_eq!(run("--node id=a workttl=0s").node.work_ttl, None);
+    assert_eq!(
+        run("--node id=a workttl=2h").node.work_ttl,
+        Some(std::time::Duration::from_secs(7200))
+    );
+    assert_eq!(
+        yaml("- node:\n    id: a\n    workttl: 90s\n").node.work_ttl,
+        Some(std::time::Duration::from_secs(90))
+    );
+    only(
+        &cli_problems("--node id=a workttl=soon"),
+        "invalid value for workttl: invalid duration \"soon\"",
+    );
+}

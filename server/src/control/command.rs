@@ -41,6 +41,10 @@ pub(crate) enum WorkCommand {
     List { unit_id: Option<String> },
     /// `work status <unitid>` (a JSON `signature` is accepted and ignored, as in Go).
     Status { unit_id: String },
+    /// `work watch <unitid>`: a Rust extension (Go answers `ERROR: bad command`, which is
+    /// how a submitting node tells the two apart): the status line now and after every
+    /// change, until the unit is released. Unsigned, like `status`.
+    Watch { unit_id: String },
     /// `work submit <node> <worktype> [<params>...]`; the payload follows.
     Submit(SubmitRequest),
     /// `work results <unitid> [<startpos>]`.
@@ -179,7 +183,7 @@ fn work_plain(params: &str) -> Result<WorkCommand, String> {
         "list" => Ok(WorkCommand::List {
             unit_id: tokens.get(1).map(|t| (*t).to_owned()),
         }),
-        "status" | "cancel" | "release" | "force-release" => {
+        "status" | "watch" | "cancel" | "release" | "force-release" => {
             if tokens.len() < 2 {
                 return Err(format!("work {sub} requires a unit ID"));
             }
@@ -217,6 +221,7 @@ fn work_plain(params: &str) -> Result<WorkCommand, String> {
 fn unit_command(sub: &str, unit_id: String, signature: String) -> WorkCommand {
     match sub {
         "status" => WorkCommand::Status { unit_id },
+        "watch" => WorkCommand::Watch { unit_id },
         "cancel" => WorkCommand::Cancel { unit_id, signature },
         force => WorkCommand::Release {
             unit_id,
@@ -254,7 +259,7 @@ fn work_json(object: &Map<String, Value>) -> Result<WorkCommand, String> {
                 signature: optional("signature").unwrap_or_default(),
             }))
         }
-        "status" | "cancel" | "release" | "force-release" => {
+        "status" | "watch" | "cancel" | "release" | "force-release" => {
             let unit_id = str_field(object, "unitid")?;
             Ok(unit_command(
                 &sub,
@@ -648,6 +653,12 @@ mod tests {
             (
                 "work status xk07MWEr",
                 WorkCommand::Status {
+                    unit_id: "xk07MWEr".into(),
+                },
+            ),
+            (
+                "work watch xk07MWEr",
+                WorkCommand::Watch {
                     unit_id: "xk07MWEr".into(),
                 },
             ),

@@ -276,7 +276,7 @@ impl pb::work_server::Work for WorkService {
         let request = request.into_inner();
         let scope = Some(request.unit_id).filter(|id| !id.is_empty());
         // Subscribe before listing, so no change between the two is missed.
-        let events = self.ops.work_watch().map_err(|e| work_status(&e))?;
+        let events = self.ops.work_changes().map_err(|e| work_status(&e))?;
         let mut pending = VecDeque::new();
         if request.include_existing || scope.is_some() {
             // A scoped watch of an unknown unit is NOT_FOUND, with or without existing.

@@ -7,9 +7,11 @@
 //! terminal). Either way a Ctrl-C or signal aimed at the daemon's group does not reach runners,
 //! so running units survive a daemon restart and are picked up by `recover`.
 //!
-//! Monitoring a runner we started: wait for its exit, and re-read the status file when it
-//! changes (checked every 250 ms; only a changed stamp is read). A recovered runner (not our
-//! child) is polled the same way, plus a liveness check of its PID once a second. In both cases
+//! Monitoring a runner we started: wait for its exit, and re-read the status file when the
+//! engine's inotify watcher reports a change in the unit directory (only a changed stamp is
+//! read; a 5 s safety net, or a 1 s poll without inotify). A recovered runner (not our
+//! child) is followed the same way, and its exit is seen through a pidfd (a PID check once a
+//! second where pidfds are unavailable). In both cases
 //! a runner that dies without writing a final state (SIGKILL, OOM, reboot) fails its unit
 //! instead of leaving it Running for ever, as Go would.
 
@@ -25,7 +27,7 @@ use tokio::sync::watch;
 
 use super::status::State;
 use super::unit::Unit;
-use super::{BoxFuture, Outcome, STATUS_POLL, Spawner, StartOutcome, Worker, WorkerError};
+use super::{BoxFuture, Outcome, Spawner, StartOutcome, Worker, WorkerError};
 use crate::config::{LogLevel, WorkCommandConfig};
 
 /// How long cancel waits for a runner to exit after SIGINT (the runner itself SIGKILLs its
@@ -184,14 +186,15 @@ impl CommandWorker {
         tracing::debug!(unit = %unit.id(), pid, "command runner started");
         let monitored = Arc::clone(unit);
         let runners = Arc::clone(&self.runners);
+        let mut dir = spawner.dirs.watch(unit.dir());
         spawner.spawn(async move {
             let mut stamp = None;
             let exit = loop {
+                dir.mark_seen();
+                stamp = monitored.reload_if_changed(stamp).await;
                 tokio::select! {
                     status = child.wait() => break status,
-                    () = tokio::time::sleep(STATUS_POLL) => {
-                        stamp = monitored.reload_if_changed(stamp).await;
-                    }
+                    () = dir.changed() => {}
                 }
             };
             let how = match &exit {
@@ -290,10 +293,19 @@ impl CommandWorker {
             return Ok(());
         }
         let monitored = Arc::clone(unit);
+        let mut dir = spawner.dirs.watch(unit.dir());
+        // Not our child, so no wait(): a pidfd becomes readable when the runner exits.
+        let exit_fd = pid
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .and_then(|fd| super::fswatch::register(fd).ok());
         spawner.spawn(async move {
             let mut stamp = None;
             let mut last_liveness = tokio::time::Instant::now();
+            let mut exit_seen = false;
             loop {
+                dir.mark_seen();
                 stamp = monitored.reload_if_changed(stamp).await;
                 if monitored.is_released() {
                     break;
@@ -305,7 +317,7 @@ impl CommandWorker {
                     runner_gone(&monitored, "command runner exited").await;
                     break;
                 }
-                if last_liveness.elapsed() >= LIVENESS_CHECK {
+                if exit_seen || last_liveness.elapsed() >= LIVENESS_CHECK {
                     last_liveness = tokio::time::Instant::now();
                     let alive = pid.is_some_and(|pid| runner_alive(pid, monitored.dir()));
                     if !alive {
@@ -314,7 +326,19 @@ impl CommandWorker {
                         break;
                     }
                 }
-                tokio::time::sleep(STATUS_POLL).await;
+                let runner_exit = async {
+                    match &exit_fd {
+                        Some(fd) => {
+                            let _ = fd.readable().await;
+                        }
+                        // Without a pidfd (old kernel), check the PID now and then.
+                        None => tokio::time::sleep(LIVENESS_CHECK).await,
+                    }
+                };
+                exit_seen = tokio::select! {
+                    () = dir.changed() => false,
+                    () = runner_exit => true,
+                };
             }
         });
         Ok(())

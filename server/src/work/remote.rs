@@ -46,8 +46,11 @@ const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The result line after a submission's payload (the remote starts its worker first).
 const SUBMIT_RESULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Status polling interval (Go's).
+/// Status polling interval (Go's), for remote nodes without `work watch`.
 const POLL: Duration = Duration::from_secs(1);
+/// A `work watch` stream silent this long (the remote repeats its state every
+/// [`super::WATCH_KEEPALIVE`]) is taken for a broken path and renewed.
+const WATCH_SILENCE: Duration = Duration::from_secs(12);
 /// Go's reconnect backoff: first delay, factor, cap.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -225,18 +228,26 @@ struct RemoteState {
 /// Shared between a unit's status monitor and results fetcher.
 #[derive(Debug)]
 struct Mirror {
-    remote: std::sync::Mutex<Option<RemoteState>>,
+    /// The remote's last reported state; the fetcher wakes on its changes.
+    remote: tokio::sync::watch::Sender<Option<RemoteState>>,
     last_contact: std::sync::Mutex<Instant>,
+    /// Asks a *polling* status monitor for a fresh state now (a watching one gets every
+    /// change pushed anyway).
     poke: tokio::sync::Notify,
 }
 
 impl Mirror {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            remote: std::sync::Mutex::new(None),
+            remote: tokio::sync::watch::Sender::new(None),
             last_contact: std::sync::Mutex::new(Instant::now()),
             poke: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Changes of the remote state.
+    fn changes(&self) -> tokio::sync::watch::Receiver<Option<RemoteState>> {
+        self.remote.subscribe()
     }
 
     fn touch(&self) {
@@ -251,14 +262,18 @@ impl Mirror {
     }
 
     fn remote(&self) -> Option<RemoteState> {
-        self.remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.remote.borrow().clone()
     }
 
     fn set(&self, state: RemoteState) {
-        *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+        self.remote.send_if_modified(|current| {
+            if current.as_ref() == Some(&state) {
+                false
+            } else {
+                *current = Some(state);
+                true
+            }
+        });
     }
 
     /// The remote is finished and every byte it reported is here.
@@ -368,6 +383,7 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
 #[derive(Debug)]
 pub(crate) struct RemoteWorker {
     ctx: Arc<Ctx>,
+    default_ttl: Option<Duration>,
     spawner: Spawner,
     /// The background job (start loop, monitors, cancel or release retries) of each unit.
     jobs: Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>,
@@ -379,6 +395,8 @@ pub(crate) struct RemoteSettings {
     pub(crate) dialer: Option<Arc<dyn MeshDialer>>,
     pub(crate) signer: Option<Signer>,
     pub(crate) unreachable: Duration,
+    /// The ttl of submissions that give none (`node.workttl`).
+    pub(crate) default_ttl: Option<Duration>,
 }
 
 impl RemoteWorker {
@@ -389,6 +407,7 @@ impl RemoteWorker {
                 signer: settings.signer,
                 unreachable: settings.unreachable,
             }),
+            default_ttl: settings.default_ttl,
             spawner,
             jobs: Arc::default(),
         }
@@ -416,17 +435,22 @@ impl RemoteWorker {
                 request.tls_client
             )));
         }
-        let expiration = if request.ttl.is_empty() {
-            ZERO_TIME.to_owned()
+        let ttl = if request.ttl.is_empty() {
+            self.default_ttl
         } else {
-            let ttl = crate::config::parse_duration(&request.ttl).map_err(WorkerError)?;
-            if request.sign_work
-                && let Some(signer) = &self.ctx.signer
-                && ttl > signer.expiration()
-            {
-                tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+            Some(crate::config::parse_duration(&request.ttl).map_err(WorkerError)?)
+        };
+        let expiration = match ttl {
+            None => ZERO_TIME.to_owned(),
+            Some(ttl) => {
+                if request.sign_work
+                    && let Some(signer) = &self.ctx.signer
+                    && ttl > signer.expiration()
+                {
+                    tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+                }
+                rfc3339(SystemTime::now() + ttl)
             }
-            rfc3339(SystemTime::now() + ttl)
         };
         Ok(RemoteExtra {
             remote_node: request.node.clone(),
@@ -955,6 +979,10 @@ struct StatusReply {
     stdout_size: i64,
 }
 
+/// Follows the remote unit's state: pushed by `work watch` where the remote node is this
+/// implementation, polled with Go's `work status` every second where it answers
+/// `ERROR: bad command` (a Go node). Either way, connection problems renew the session,
+/// and a remote that stays unreachable too long fails the unit.
 async fn status_monitor(
     ctx: &Ctx,
     unit: &Arc<Unit>,
@@ -964,17 +992,19 @@ async fn status_monitor(
 ) {
     let mut session: Option<Session> = None;
     let mut backoff = Backoff::new();
+    // Until the remote shows it does not know `work watch`.
+    let mut push = true;
     let request = format!("work status {}\n", extra.remote_unit_id);
     loop {
         if token.is_cancelled() || unit.is_released() {
             return;
         }
-        let current = match session.as_mut() {
+        let mut current = match session.take() {
             Some(s) => s,
             None => match ctx.connect(extra).await {
                 Ok(s) => {
                     backoff = Backoff::new();
-                    session.insert(s)
+                    s
                 }
                 Err(failure) => {
                     if mirror.silent_for() >= ctx.unreachable {
@@ -1005,6 +1035,19 @@ async fn status_monitor(
                 }
             },
         };
+        if push {
+            match watch(unit, extra, mirror, token, &mut current).await {
+                Watched::Stop => return,
+                Watched::Lost(failure) => {
+                    tracing::debug!(unit = %unit.id(), error = %failure.text(), "status watch: connection lost");
+                    continue;
+                }
+                Watched::Unsupported => {
+                    tracing::debug!(unit = %unit.id(), node = %extra.remote_node, "remote node has no work watch; polling its status");
+                    push = false;
+                }
+            }
+        }
         let reply = match current.send(&request).await {
             Ok(()) => current.line(REPLY_TIMEOUT).await,
             Err(f) => Err(f),
@@ -1013,35 +1056,11 @@ async fn status_monitor(
             Ok(line) => line,
             Err(failure) => {
                 tracing::debug!(unit = %unit.id(), error = %failure.text(), "status monitor: connection lost");
-                session = None;
                 continue;
             }
         };
-        mirror.touch();
-        if line.starts_with("ERROR") {
-            if line.contains("unknown work unit") {
-                fail(unit, "Remote work unit is gone".to_owned()).await;
-                return;
-            }
-            tracing::warn!(unit = %unit.id(), reply = %line, "remote status error");
-        } else {
-            match serde_json::from_str::<StatusReply>(&line) {
-                Ok(reply) => {
-                    mirror.set(RemoteState {
-                        state: State(reply.state),
-                        detail: reply.detail,
-                        size: reply.stdout_size,
-                    });
-                    mirror.poke.notify_waiters();
-                    apply(unit, mirror).await;
-                }
-                Err(error) => {
-                    tracing::warn!(unit = %unit.id(), %error, reply = %line, "unreadable remote status");
-                }
-            }
-        }
-        let local = u64::try_from(unit.stdout_size().await).unwrap_or(0);
-        if mirror.done(local) && unit.status().state.is_final() {
+        session = Some(current);
+        if !take_status_line(unit, mirror, &line).await || finished(unit, mirror).await {
             return;
         }
         tokio::select! {
@@ -1053,6 +1072,83 @@ async fn status_monitor(
     }
 }
 
+/// How a `work watch` ended.
+enum Watched {
+    /// The unit is done (or gone, or the job was cancelled): stop monitoring.
+    Stop,
+    /// The session broke: reconnect.
+    Lost(Failure),
+    /// The remote does not know `work watch` (Go answers `ERROR: bad command`); the session
+    /// is still usable for polling.
+    Unsupported,
+}
+
+/// Follows the remote unit on `session` with `work watch` until it is done.
+async fn watch(
+    unit: &Arc<Unit>,
+    extra: &RemoteExtra,
+    mirror: &Mirror,
+    token: &CancellationToken,
+    session: &mut Session,
+) -> Watched {
+    let request = format!("work watch {}\n", extra.remote_unit_id);
+    if let Err(failure) = session.send(&request).await {
+        return Watched::Lost(failure);
+    }
+    let mut limit = REPLY_TIMEOUT;
+    loop {
+        let line = tokio::select! {
+            biased;
+            () = token.cancelled() => return Watched::Stop,
+            line = session.line(limit) => match line {
+                Ok(line) => line,
+                Err(failure) => return Watched::Lost(failure),
+            },
+        };
+        if limit == REPLY_TIMEOUT && line.starts_with("ERROR") && line.contains("bad command") {
+            return Watched::Unsupported;
+        }
+        limit = WATCH_SILENCE;
+        if !take_status_line(unit, mirror, &line).await || finished(unit, mirror).await {
+            return Watched::Stop;
+        }
+    }
+}
+
+/// Applies one status line from the remote (`work status` or `work watch`); false when
+/// monitoring must stop (the remote unit is gone).
+async fn take_status_line(unit: &Arc<Unit>, mirror: &Mirror, line: &str) -> bool {
+    mirror.touch();
+    if line.starts_with("ERROR") {
+        if line.contains("unknown work unit") {
+            fail(unit, "Remote work unit is gone".to_owned()).await;
+            return false;
+        }
+        tracing::warn!(unit = %unit.id(), reply = %line, "remote status error");
+        return true;
+    }
+    match serde_json::from_str::<StatusReply>(line) {
+        Ok(reply) => {
+            mirror.set(RemoteState {
+                state: State(reply.state),
+                detail: reply.detail,
+                size: reply.stdout_size,
+            });
+            apply(unit, mirror).await;
+        }
+        Err(error) => {
+            tracing::warn!(unit = %unit.id(), %error, reply = %line, "unreadable remote status");
+        }
+    }
+    true
+}
+
+/// The remote is finished, every byte it reported is here, and the local unit shows it.
+async fn finished(unit: &Arc<Unit>, mirror: &Mirror) -> bool {
+    let local = u64::try_from(unit.stdout_size().await).unwrap_or(0);
+    mirror.done(local) && unit.status().state.is_final()
+}
+
 async fn fetcher(
     ctx: &Ctx,
     unit: &Arc<Unit>,
@@ -1061,6 +1157,7 @@ async fn fetcher(
     token: &CancellationToken,
 ) {
     let mut backoff = Backoff::new();
+    let mut changes = mirror.changes();
     loop {
         if token.is_cancelled() || unit.is_released() {
             return;
@@ -1088,7 +1185,8 @@ async fn fetcher(
                 return;
             }
         }
-        match fetch_once(ctx, unit, extra, mirror, token, &mut file, &mut local).await {
+        changes.borrow_and_update();
+        match fetch_once(ctx, extra, mirror, token, &mut file, &mut local).await {
             Ok(()) => backoff = Backoff::new(),
             Err(failure) => {
                 tracing::debug!(unit = %unit.id(), error = %failure.text(), "results fetch interrupted");
@@ -1103,13 +1201,13 @@ async fn fetcher(
         if mirror.done(local) && unit.status().state.is_final() {
             return;
         }
-        let delay = if mirror.remote().is_some_and(|r| r.state.is_final()) {
-            Duration::from_millis(100)
-        } else {
-            backoff.next()
-        };
-        if !pause(token, delay).await {
-            return;
+        // Fetch again once the remote reports something new (its final state, typically,
+        // when its stream ended first), or after the backoff when the stream broke.
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(backoff.next()) => {}
         }
     }
 }
@@ -1117,7 +1215,6 @@ async fn fetcher(
 /// One `work results` stream, appended to `file` from `local`.
 async fn fetch_once(
     ctx: &Ctx,
-    unit: &Arc<Unit>,
     extra: &RemoteExtra,
     mirror: &Mirror,
     token: &CancellationToken,
@@ -1143,14 +1240,16 @@ async fn fetch_once(
     mirror.touch();
     let _ = session.conn.get_mut().shutdown().await;
     let mut buf = vec![0u8; FETCH_CHUNK];
-    let mut tick = tokio::time::interval(POLL);
+    let mut changes = mirror.changes();
     loop {
         let read = tokio::select! {
             biased;
             () = token.cancelled() => return Ok(()),
             read = session.conn.read(&mut buf) => read,
-            _ = tick.tick() => {
-                // A Go remote never ends the stream of a Canceled unit.
+            // (The sender lives in `mirror`, which outlives this borrow: no error.)
+            _ = changes.changed() => {
+                // A Go remote never ends the stream of a Canceled unit: stop once the
+                // remote's final size is here.
                 if mirror.done(*local) {
                     return Ok(());
                 }
@@ -1169,7 +1268,10 @@ async fn fetch_once(
             .map_err(|e| Failure::Remote(format!("cannot write stdout: {e}")))?;
         *local += n as u64;
         mirror.touch();
-        let _ = unit;
+        // The state may have turned final before these last bytes came (see above).
+        if mirror.done(*local) {
+            return Ok(());
+        }
     }
 }
 
@@ -1272,10 +1374,12 @@ mod tests {
                 dialer: None,
                 signer: None,
                 unreachable: Duration::from_secs(1),
+                default_ttl: None,
             },
             Spawner {
                 tracker: tokio_util::task::TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                dirs: super::super::fswatch::DirWatcher::default(),
             },
         );
         let extra = RemoteExtra {

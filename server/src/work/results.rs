@@ -4,9 +4,10 @@
 //! read position) with `StdoutSize`, which can end a stream before the last bytes were sent
 //! (receptor#597) or hang it. Here the stream takes a status snapshot *before* each read: once
 //! a snapshot shows the unit finished, everything its worker will write is on disk, so
-//! reading to EOF after it delivers every byte, once. Idle waits back off from 5 ms to 250 ms
-//! and end early when the unit's status changes, so a busy stream has little latency and an
-//! idle one costs a few stats per second.
+//! reading to EOF after it delivers every byte, once. An idle stream sleeps until the unit's
+//! status changes or the engine's inotify watcher reports a write to the unit's files, so a
+//! busy stream has little latency and an idle one costs nothing (see `fswatch` for the
+//! fallback without inotify).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -17,12 +18,11 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::fswatch::DirWatch;
 use super::unit::{Snapshot, Unit, blocking};
 
 /// Most bytes returned by one [`ResultStream::next_chunk`].
 pub const RESULT_CHUNK: usize = 64 * 1024;
-const MIN_IDLE: Duration = Duration::from_millis(5);
-const MAX_IDLE: Duration = Duration::from_millis(250);
 /// How often an idle stream checks that `stdout` still exists.
 const EXISTS_CHECK: Duration = Duration::from_secs(1);
 /// Consecutive checks without `stdout` (the unit was deleted behind our back) that end a
@@ -39,7 +39,8 @@ pub struct ResultStream {
     rx: watch::Receiver<Snapshot>,
     file: Option<Arc<File>>,
     pos: u64,
-    idle: Duration,
+    /// Writes to the unit's directory.
+    dir: DirWatch,
     missing: u32,
     last_check: Instant,
     done: bool,
@@ -48,14 +49,14 @@ pub struct ResultStream {
 }
 
 impl ResultStream {
-    pub(super) fn new(unit: Arc<Unit>, start: u64) -> Self {
+    pub(super) fn new(unit: Arc<Unit>, start: u64, dir: DirWatch) -> Self {
         let rx = unit.subscribe();
         Self {
             unit,
             rx,
             file: None,
             pos: start,
-            idle: MIN_IDLE,
+            dir,
             missing: 0,
             last_check: Instant::now(),
             done: false,
@@ -99,6 +100,8 @@ impl ResultStream {
             if self.done {
                 return Ok(None);
             }
+            // Before looking at the files: a write from now on wakes `wait`.
+            self.dir.mark_seen();
             let snapshot = self.rx.borrow_and_update().clone();
             if snapshot.released {
                 self.done = true;
@@ -131,7 +134,6 @@ impl ResultStream {
             .await?;
             if !chunk.is_empty() {
                 self.pos += chunk.len() as u64;
-                self.idle = MIN_IDLE;
                 self.missing = 0;
                 return Ok(Some(chunk));
             }
@@ -181,9 +183,8 @@ impl ResultStream {
                     self.done = true;
                 }
             }
-            () = tokio::time::sleep(self.idle) => {}
+            () = self.dir.changed() => {}
         }
-        self.idle = (self.idle * 2).min(MAX_IDLE);
     }
 
     async fn stdout_vanished(&mut self) -> bool {
