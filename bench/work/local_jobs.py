@@ -5,14 +5,17 @@ Each "job" is: submit (worktype `cat`, small payload) -> wait (follow the result
 EOF: the stream ends only once the unit is final) -> results check -> `work status` (must be
 Succeeded) -> `work release`.  Jobs run sequentially, one at a time, so jobs/s = 1/mean latency.
 
-Two clients:
+Three clients:
   lib  - receptorctl's Python library (ReceptorControl), as receptorctl users drive a node;
   raw  - a raw Unix-socket client speaking the control line protocol directly (no
-         receptorctl parsing overhead, one connection per step, like the library).
+         receptorctl parsing overhead, one connection per step, like the library);
+  grpc - the gRPC API (`grpc-service` socket, --grpc-socket) through Python grpcio stubs
+         generated from proto/ at start-up (needs grpcio and grpcio-tools): one channel, the
+         same steps (Submit, Results following to the end, Get, Release).
 
 Then `big`: time to stream the 100 MB result of one unit (worktype `big`), with both clients.
 
-Usage: local_jobs.py SOCKET [--jobs N] [--warmup N] [--big-bytes N] [--skip-big] [--skip-jobs]
+Usage: local_jobs.py SOCKET [--grpc-socket PATH] [--jobs N] [--warmup N] [--big-bytes N] [--skip-big] [--skip-jobs]
                      [--clients lib,raw] [--json]
 """
 import argparse
@@ -182,6 +185,83 @@ def raw_big(path, expect, stored=False):
     return streamed
 
 
+# ---------------------------------------------------------------- gRPC client
+class Grpc:
+    """Stubs generated from the repository's proto/ into a temp dir, one channel per run."""
+
+    def __init__(self, path):
+        import importlib
+        import tempfile
+
+        import grpc
+        from grpc_tools import protoc
+
+        proto = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+        out = tempfile.mkdtemp(prefix="receptor-grpc-stubs-")
+        include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+        files = ["receptor/v1/mesh.proto", "receptor/v1/work.proto"]
+        rc = protoc.main(["protoc", f"-I{proto}", f"-I{include}", f"--python_out={out}",
+                          f"--grpc_python_out={out}"] + files)
+        if rc != 0:
+            raise RuntimeError(f"protoc failed ({rc})")
+        sys.path.insert(0, out)
+        self.pb = importlib.import_module("receptor.v1.work_pb2")
+        grpc_mod = importlib.import_module("receptor.v1.work_pb2_grpc")
+        self.channel = grpc.insecure_channel(f"unix:{path}")
+        self.work = grpc_mod.WorkStub(self.channel)
+
+    def submit(self, worktype, payload):
+        pb = self.pb
+        msgs = [pb.SubmitRequest(header=pb.SubmitHeader(work_type=worktype, node="localhost"))]
+        if payload:
+            msgs.append(pb.SubmitRequest(payload=payload))
+        return self.work.Submit(iter(msgs)).unit.unit_id
+
+    def results(self, unit, sink=None):
+        n = 0
+        end = None
+        for r in self.work.Results(self.pb.ResultsRequest(unit_id=unit, offset=0, follow=True)):
+            if r.HasField("end"):
+                end = r.end
+            else:
+                n += len(r.data)
+                if sink is not None:
+                    sink.append(r.data)
+        if end is None or end.end_offset != n:
+            raise RuntimeError(f"unit {unit}: results without a matching end ({end}, {n} bytes)")
+        return n
+
+    def release(self, unit):
+        self.work.Release(self.pb.ReleaseRequest(unit_id=unit))
+
+
+def grpc_job(g, payload=PAYLOAD.encode()):
+    unit = g.submit("cat", payload)
+    got = []
+    g.results(unit, got)
+    if b"".join(got) != payload:
+        raise RuntimeError(f"unit {unit}: unexpected results {b''.join(got)[:80]!r}")
+    st = g.work.Get(g.pb.GetRequest(unit_id=unit))
+    if st.state != g.pb.WORK_STATE_SUCCEEDED:
+        raise RuntimeError(f"unit {unit}: status {st}")
+    g.release(unit)
+    return unit
+
+
+def grpc_big(g, expect, stored=False):
+    unit = g.submit("big", b"")
+    if stored:
+        while g.work.Get(g.pb.GetRequest(unit_id=unit)).state < g.pb.WORK_STATE_SUCCEEDED:
+            time.sleep(0.01)
+    t0 = time.perf_counter()
+    n = g.results(unit)
+    streamed = time.perf_counter() - t0
+    g.release(unit)
+    if n != expect:
+        raise RuntimeError(f"big: got {n} bytes, expected {expect}")
+    return streamed
+
+
 # ---------------------------------------------------------------- driver
 def pct(sorted_ms, p):
     if not sorted_ms:
@@ -224,6 +304,7 @@ def size_label(n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("socket")
+    ap.add_argument("--grpc-socket")
     ap.add_argument("--jobs", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--big-bytes", type=int, default=104857600)
@@ -234,9 +315,14 @@ def main():
     a = ap.parse_args()
     out = {"uptime": os.popen("uptime").read().strip(), "jobs": [], "big": []}
     clients = a.clients.split(",")
+    targets = {"lib": a.socket, "raw": a.socket}
+    if "grpc" in clients:
+        if not a.grpc_socket:
+            ap.error("the grpc client needs --grpc-socket")
+        targets["grpc"] = Grpc(a.grpc_socket)
     for name in ([] if a.skip_jobs else clients):
-        fn = {"lib": lib_job, "raw": raw_job}[name]
-        r = run_jobs(name, fn, a.socket, a.jobs, a.warmup)
+        fn = {"lib": lib_job, "raw": raw_job, "grpc": grpc_job}[name]
+        r = run_jobs(name, fn, targets[name], a.jobs, a.warmup)
         r["uptime"] = os.popen("uptime").read().strip()
         out["jobs"].append(r)
         if not a.json:
@@ -245,8 +331,8 @@ def main():
                   flush=True)
     if not a.skip_big:
         for name in clients:
-            fn = {"lib": lib_big, "raw": raw_big}[name]
-            r = run_big(name, fn, a.socket, a.big_bytes)
+            fn = {"lib": lib_big, "raw": raw_big, "grpc": grpc_big}[name]
+            r = run_big(name, fn, targets[name], a.big_bytes)
             r["uptime"] = os.popen("uptime").read().strip()
             out["big"].append(r)
             if not a.json:
