@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`v1`]: messages plus `*_server` and `*_client` modules for every service.
 
+pub mod go_duration;
+
 /// Generated code for package `receptor.v1`.
 #[allow(
     missing_docs,

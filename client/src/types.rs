@@ -513,80 +513,11 @@ pub(crate) fn from_duration(d: Duration) -> prost_types::Duration {
     })
 }
 
-/// Formats a duration like Go's `time.Duration.String()` (what the classic protocol's
-/// `TimeStr` holds): `850ns`, `329.589µs`, `1.16216ms`, `2.5s`, `1m30s`, `1h0m0s`.
-pub fn go_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".to_owned();
-    }
-    fn frac(value: u128, unit: u128, suffix: &str) -> String {
-        let whole = value / unit;
-        let rest = value % unit;
-        if rest == 0 {
-            return format!("{whole}{suffix}");
-        }
-        let digits = unit.ilog10() as usize;
-        let text = format!("{rest:0digits$}");
-        format!("{whole}.{}{suffix}", text.trim_end_matches('0'))
-    }
-    if nanos < 1_000 {
-        return format!("{nanos}ns");
-    }
-    if nanos < 1_000_000 {
-        return frac(nanos, 1_000, "µs");
-    }
-    if nanos < 1_000_000_000 {
-        return frac(nanos, 1_000_000, "ms");
-    }
-    let secs_total = nanos / 1_000_000_000;
-    let sub = nanos % 1_000_000_000;
-    let hours = secs_total / 3600;
-    let minutes = (secs_total % 3600) / 60;
-    let secs = frac((secs_total % 60) * 1_000_000_000 + sub, 1_000_000_000, "s");
-    match (hours, minutes) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
-    }
-}
+pub use receptor_proto::go_duration::format as go_duration;
 
 /// Parses a Go duration (`1h20m30s`, `1.5h`, `300ms`, `90s`): what `--ttl` takes.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
+    receptor_proto::go_duration::parse(text.trim()).ok()
 }
 
 #[cfg(test)]

@@ -185,76 +185,7 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
 
 /// Go's `time.ParseDuration`, restricted to non-negative values: `300ms`, `1.5h`, `2h45m`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?}");
-    let mut rest = s;
-    let mut negative = false;
-    if let Some(r) = rest.strip_prefix('-') {
-        negative = true;
-        rest = r;
-    } else if let Some(r) = rest.strip_prefix('+') {
-        rest = r;
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let int_part = &rest[..int_len];
-        rest = &rest[int_len..];
-        let mut frac_part = "";
-        if let Some(r) = rest.strip_prefix('.') {
-            let frac_len = r.bytes().take_while(u8::is_ascii_digit).count();
-            frac_part = &r[..frac_len];
-            rest = &r[frac_len..];
-        }
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err(invalid());
-        }
-        let unit_len = rest
-            .char_indices()
-            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
-            .map_or(rest.len(), |(i, _)| i);
-        let unit: u128 = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => return Err(format!("missing unit in duration {s:?}")),
-            other => return Err(format!("unknown unit {other:?} in duration {s:?}")),
-        };
-        rest = &rest[unit_len..];
-        let whole: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| invalid())?
-        };
-        let mut nanos = whole.checked_mul(unit).ok_or_else(invalid)?;
-        if !frac_part.is_empty() {
-            // Keep at most 30 digits: beyond that nothing is left of a nanosecond.
-            let frac = &frac_part[..frac_part.len().min(30)];
-            let num: u128 = frac.parse().map_err(|_| invalid())?;
-            let den = 10u128.pow(u32::try_from(frac.len()).map_err(|_| invalid())?);
-            nanos = nanos
-                .checked_add(num.checked_mul(unit).ok_or_else(invalid)? / den)
-                .ok_or_else(invalid)?;
-        }
-        total = total.checked_add(nanos).ok_or_else(invalid)?;
-        if total > i64::MAX as u128 {
-            return Err(invalid());
-        }
-    }
-    if negative && total > 0 {
-        return Err(format!("negative duration {s:?}"));
-    }
-    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| invalid())?;
-    let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| invalid())?;
-    Ok(Duration::new(secs, nanos))
+    receptor_proto::go_duration::parse(s)
 }
 
 fn int_value(text: &str) -> Result<Value, String> {
