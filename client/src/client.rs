@@ -64,6 +64,10 @@ impl Client {
         let channel = Endpoint::from_static("http://receptor")
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
+            // Bulk results: big frames and windows that keep the daemon sending.
+            .max_frame_size(256 << 10)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
             .connect_with_connector(make)
             .await?;
         Ok(Self::from_channel(channel, node_id))

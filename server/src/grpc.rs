@@ -51,6 +51,13 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// Connections handed to the server but not yet picked up by its accept loop.
 const HANDOFF_QUEUE: usize = 16;
 /// HTTP/2 pings on idle connections find dead peers (a client that vanished without FIN).
+/// HTTP/2 flow-control windows the server grants per stream and per connection: what one
+/// upload may have in flight (and so what the server may buffer for it) before the client
+/// must wait. Larger than the 64 KiB default so bulk uploads are not window-bound.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// Largest HTTP/2 frame the server accepts (fewer frames per large message).
+const MAX_FRAME: u32 = 256 << 10;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a TLS client has to finish its handshake (as the classic TCP listener).
@@ -300,9 +307,11 @@ pub async fn serve(
         .map(Ok::<_, std::convert::Infallible>);
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .add_service(mesh)
         .add_service(work)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())

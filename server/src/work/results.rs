@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use super::fswatch::DirWatch;
 use super::unit::{Snapshot, Unit, blocking};
 
-/// Most bytes returned by one [`ResultStream::next_chunk`].
-pub const RESULT_CHUNK: usize = 64 * 1024;
+/// Most bytes returned by one [`ResultStream::next_chunk`]: large enough that a bulk download
+/// costs few reads and messages, small enough to bound the memory of many concurrent streams.
+pub const RESULT_CHUNK: usize = 256 * 1024;
 /// How often an idle stream checks that `stdout` still exists.
 const EXISTS_CHECK: Duration = Duration::from_secs(1);
 /// Consecutive checks without `stdout` (the unit was deleted behind our back) that end a
