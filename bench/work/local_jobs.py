@@ -207,7 +207,9 @@ class Grpc:
         sys.path.insert(0, out)
         self.pb = importlib.import_module("receptor.v1.work_pb2")
         grpc_mod = importlib.import_module("receptor.v1.work_pb2_grpc")
-        self.channel = grpc.insecure_channel(f"unix:{path}")
+        # tonic (h2) refuses the socket path grpcio sends as :authority by default.
+        self.channel = grpc.insecure_channel(
+            f"unix:{path}", options=[("grpc.default_authority", "localhost")])
         self.work = grpc_mod.WorkStub(self.channel)
 
     def submit(self, worktype, payload):

@@ -249,17 +249,28 @@ async fn main() -> Result<()> {
         .id;
     wait_final(&direct, &probe).await?;
     let requests = jobs * 10;
-    run_requests("status, classic, a connection per request", requests, || async {
-        Classic::open(&control).await?.command(&format!("work status {probe}")).await?;
-        Ok(())
-    })
+    run_requests(
+        "status, classic, a connection per request",
+        requests,
+        || async {
+            Classic::open(&control)
+                .await?
+                .command(&format!("work status {probe}"))
+                .await?;
+            Ok(())
+        },
+    )
     .await?;
     let mut kept = Classic::open(&control).await?;
     let started = Instant::now();
     for _ in 0..requests {
         kept.command(&format!("work status {probe}")).await?;
     }
-    rate("status, classic, one connection", requests, started.elapsed());
+    rate(
+        "status, classic, one connection",
+        requests,
+        started.elapsed(),
+    );
     run_requests("status, grpc", requests, || async {
         direct.get(&probe).await?;
         Ok(())

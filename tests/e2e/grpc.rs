@@ -813,7 +813,7 @@ async fn a_100_mb_submit_and_its_results_stream_with_bounded_memory() -> Result<
             .context("results stalled")??;
         match message.and_then(|m| m.response) {
             Some(pb::results_response::Response::Data(chunk)) => {
-                ensure!(chunk.len() <= 64 << 10, "chunk of {} bytes", chunk.len());
+                ensure!(chunk.len() <= 256 << 10, "chunk of {} bytes", chunk.len());
                 for (i, byte) in chunk.iter().enumerate() {
                     ensure!(
                         *byte == pattern(received + i as u64),

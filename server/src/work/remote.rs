@@ -772,7 +772,10 @@ async fn submit_once(ctx: &Ctx, unit: &Arc<Unit>) -> Result<(), Failure> {
         .map_err(|e| Failure::Remote(e.0))?;
     {
         let conn = session.conn.get_mut();
-        tokio::io::copy(&mut stdin, conn)
+        // Large reads: each read of a tokio file is a trip to the blocking pool, and
+        // `io::copy`'s 8 KiB buffer would make that thousands of trips per 50 MB.
+        let mut stdin = BufReader::with_capacity(super::PAYLOAD_CHUNK, &mut stdin);
+        tokio::io::copy_buf(&mut stdin, conn)
             .await
             .map_err(|e| Failure::io(&e))?;
         conn.shutdown().await.map_err(|e| Failure::io(&e))?;

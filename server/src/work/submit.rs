@@ -9,7 +9,7 @@ use super::unit::Unit;
 use super::{StartOutcome, WorkEngine, WorkError, go_io_error};
 
 /// Payload bytes copied per read: memory use per upload is bounded by this.
-pub const PAYLOAD_CHUNK: usize = 64 * 1024;
+pub const PAYLOAD_CHUNK: usize = 256 * 1024;
 
 /// A unit allocated by [`WorkEngine::submit`]: `Pending / Waiting for Input Data`, with an
 /// open `stdin` file. Feed it the payload ([`Submission::receive`]), then
@@ -82,39 +82,58 @@ impl Submission {
         &mut self,
         payload: &mut R,
     ) -> Result<u64, WorkError> {
-        let Some(stdin) = self.stdin.as_mut() else {
+        if self.stdin.is_none() {
             return Err(WorkError::Input(
                 "the payload was already completed".to_owned(),
             ));
-        };
+        }
         let mut buf = vec![0u8; PAYLOAD_CHUNK];
         let mut copied = 0u64;
         loop {
-            let read = tokio::select! {
-                biased;
-                () = self.unit.abort_input.cancelled() => {
-                    // Cancel or release decided the unit's fate already.
-                    self.finished = true;
-                    self.stdin = None;
-                    return Err(WorkError::Aborted(self.unit.id().to_string()));
+            // Fill the buffer before writing: network reads often return a packet's worth,
+            // and every write of a tokio file is a trip to the blocking pool.
+            let mut filled = 0;
+            let mut eof = false;
+            while filled < buf.len() {
+                let read = tokio::select! {
+                    biased;
+                    () = self.unit.abort_input.cancelled() => {
+                        // Cancel or release decided the unit's fate already.
+                        self.finished = true;
+                        self.stdin = None;
+                        return Err(WorkError::Aborted(self.unit.id().to_string()));
+                    }
+                    read = payload.read(&mut buf[filled..]) => read,
+                };
+                match read {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(error) => return Err(self.input_failed(go_io_error(&error)).await),
                 }
-                read = payload.read(&mut buf) => read,
-            };
-            let n = match read {
-                Ok(0) => return Ok(copied),
-                Ok(n) => n,
-                Err(error) => return Err(self.input_failed(go_io_error(&error)).await),
-            };
-            if let Err(error) = stdin.write_all(&buf[..n]).await {
-                let message = format!(
-                    "write {}: {}",
-                    self.unit.stdin_path().display(),
-                    go_io_error(&error)
-                );
-                return Err(self.input_failed(message).await);
             }
-            copied += n as u64;
-            self.received += n as u64;
+            if filled > 0 {
+                let Some(stdin) = self.stdin.as_mut() else {
+                    return Err(WorkError::Input(
+                        "the payload was already completed".to_owned(),
+                    ));
+                };
+                if let Err(error) = stdin.write_all(&buf[..filled]).await {
+                    let message = format!(
+                        "write {}: {}",
+                        self.unit.stdin_path().display(),
+                        go_io_error(&error)
+                    );
+                    return Err(self.input_failed(message).await);
+                }
+                copied += filled as u64;
+                self.received += filled as u64;
+            }
+            if eof {
+                return Ok(copied);
+            }
         }
     }
 
