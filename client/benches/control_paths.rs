@@ -16,7 +16,9 @@
 //! job count (default 500).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use receptor_client::{Client, SubmitOptions, Target, UnitState};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
