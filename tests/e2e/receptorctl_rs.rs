@@ -493,3 +493,242 @@ async fn rust_and_python_receptorctl_agree() -> Result<()> {
     );
     Ok(())
 }
+
+/// Peak resident memory (KiB) of `program args...`, measured by a Python parent with
+/// `getrusage(RUSAGE_CHILDREN)` after the child exits (exact, no sampling race).
+async fn peak_rss_kib(program: &Path, args: &[&str]) -> Result<(u64, CtlOutput)> {
+    let venv = std::env::var_os("RECEPTOR_TEST_VENV")
+        .map(PathBuf::from)
+        .context("RECEPTOR_TEST_VENV is not set: run the tests with scripts/test")?;
+    let script = "import resource, subprocess, sys\n\
+                  r = subprocess.run(sys.argv[1:], capture_output=True)\n\
+                  sys.stdout.buffer.write(r.stdout)\n\
+                  sys.stderr.buffer.write(r.stderr)\n\
+                  print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n\
+                  sys.exit(r.returncode)\n";
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        Command::new(venv.join("python"))
+            .arg("-c")
+            .arg(script)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("measured command hung")??;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss "))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no maxrss in {stderr}"))?;
+    Ok((
+        kib,
+        CtlOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+        },
+    ))
+}
+
+#[tokio::test]
+async fn rust_receptorctl_extras_json_graph_watch_progress_and_bounded_memory() -> Result<()> {
+    let rust = rust_receptorctl()?;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let node = |id: &str, extra: &str| {
+        format!(
+            "- node:\n    id: {id}\n    datadir: {d}/{id}-data\n\
+             - control-service:\n    service: control\n    filename: {d}/{id}.sock\n\
+             - work-command:\n    worktype: cat\n    command: cat\n{extra}",
+            d = d.display()
+        )
+    };
+    let a = Daemon::start_yaml(
+        "a",
+        d,
+        &node(
+            "a",
+            "- tcp-listener:\n    bindaddr: 127.0.0.1\n    port: 0\n",
+        ),
+    )
+    .await?;
+    let addr = a.tcp_listener_addr().await?;
+    let _b = Daemon::start_yaml(
+        "b",
+        d,
+        &node("b", &format!("- tcp-peer:\n    address: {addr}\n")),
+    )
+    .await?;
+    let socket = d.join("a.sock");
+    let sock = socket.to_string_lossy().into_owned();
+    wait_for("a to route to b", WAIT, || {
+        let socket = socket.clone();
+        async move {
+            let status = status_json(&socket).await.ok()?;
+            (status["RoutingTable"]["b"] == "b").then_some(())
+        }
+    })
+    .await?;
+
+    // The mesh graph, as DOT and as text: both nodes and the link between them.
+    let dot = run_ctl(&rust, &sock, &["status", "--graph", "dot"]).await?;
+    ensure!(dot.code == Some(0), "{dot:?}");
+    ensure!(dot.stdout.contains("graph"), "not DOT: {}", dot.stdout);
+    ensure!(
+        dot.stdout.contains("\"a\"") && dot.stdout.contains("\"b\""),
+        "nodes missing: {}",
+        dot.stdout
+    );
+    let text = run_ctl(&rust, &sock, &["status", "--graph"]).await?;
+    ensure!(text.code == Some(0), "{text:?}");
+    ensure!(
+        text.stdout.contains('a') && text.stdout.contains('b'),
+        "{}",
+        text.stdout
+    );
+
+    // --json on commands whose normal output is text.
+    for args in [
+        &["status", "--json"][..],
+        &["ping", "b", "--count", "1", "--json"][..],
+        &["traceroute", "b", "--json"][..],
+        &["version", "--json"][..],
+    ] {
+        let out = run_ctl(&rust, &sock, args).await?;
+        ensure!(out.code == Some(0), "{args:?}: {out:?}");
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .with_context(|| format!("{args:?} printed no JSON: {}", out.stdout))?;
+    }
+    let out = run_ctl(&rust, &sock, &["work", "submit", "cat", "-l", "watched"]).await?;
+    ensure!(out.code == Some(0), "{out:?}");
+    let unit = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Unit ID: "))
+        .context("no unit id")?
+        .trim()
+        .to_owned();
+
+    // work watch of one unit: its state (it has finished) and then the release, then it ends.
+    let watch = {
+        let rust = rust.clone();
+        let sock = sock.clone();
+        let unit = unit.clone();
+        tokio::spawn(
+            async move { run_ctl(&rust, &sock, &["work", "watch", &unit, "--json"]).await },
+        )
+    };
+    wait_for("the unit to succeed", WAIT, || {
+        let (rust, sock, unit) = (rust.clone(), sock.clone(), unit.clone());
+        async move {
+            let out = run_ctl(&rust, &sock, &["work", "list", "--unit_id", &unit])
+                .await
+                .ok()?;
+            out.stdout.contains("Succeeded").then_some(())
+        }
+    })
+    .await?;
+    let released = run_ctl(&rust, &sock, &["work", "release", &unit]).await?;
+    ensure!(released.code == Some(0), "{released:?}");
+    let watched = tokio::time::timeout(WAIT, watch)
+        .await
+        .context("work watch did not end after the release")???;
+    ensure!(watched.code == Some(0), "{watched:?}");
+    ensure!(
+        watched.stdout.contains("Succeeded") && watched.stdout.contains(&unit),
+        "watch output: {}",
+        watched.stdout
+    );
+    ensure!(
+        watched.stdout.to_lowercase().contains("released"),
+        "no release in the watch output: {}",
+        watched.stdout
+    );
+
+    // A 100 MB payload from a file: the client's memory stays bounded (it streams).
+    let payload = d.join("payload.bin");
+    {
+        let mut file = tokio::fs::File::create(&payload).await?;
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            file.write_all(&block).await?;
+        }
+        file.flush().await?;
+    }
+    let payload_arg = payload.to_string_lossy().into_owned();
+    let (peak_kib, out) = peak_rss_kib(
+        &rust,
+        &[
+            "--socket",
+            &sock,
+            "work",
+            "submit",
+            "cat",
+            "-p",
+            &payload_arg,
+            "-f",
+            "--rm",
+        ],
+    )
+    .await?;
+    ensure!(out.code == Some(0), "{out:?}");
+    ensure!(
+        out.stdout.len() >= 100 << 20,
+        "results cut short: {} bytes",
+        out.stdout.len()
+    );
+    ensure!(
+        peak_kib < 64 * 1024,
+        "the Rust receptorctl peaked at {peak_kib} KiB moving 100 MB both ways"
+    );
+
+    // Progress on a terminal (script(1) gives it a pty), and none when stderr is a file.
+    let script = which::which_script()?;
+    let command = format!(
+        "{} --socket {} work submit cat -p {} -f --rm >/dev/null",
+        rust.display(),
+        sock,
+        payload_arg
+    );
+    let tty = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        Command::new(script)
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("receptorctl under script hung")??;
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    ensure!(tty.status.success(), "{shown}");
+    ensure!(
+        shown.contains("MiB"),
+        "no progress bar on a terminal: {shown:?}"
+    );
+    ensure!(
+        !out.stderr.contains("MiB"),
+        "progress printed without a terminal: {}",
+        out.stderr
+    );
+    Ok(())
+}
+
+mod which {
+    use anyhow::{Context, Result};
+    use std::path::PathBuf;
+
+    /// util-linux `script`, to run a command on a pseudo-terminal.
+    pub(super) fn which_script() -> Result<PathBuf> {
+        ["/usr/bin/script", "/bin/script"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("script(1) from util-linux is needed for the terminal test")
+    }
+}
