@@ -604,6 +604,20 @@ async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Resu
     // tonic answers an oversized unary request itself, with gRPC's usual code for it.
     assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
 
+    // A reload that cannot apply (the node ID changed: only a restart can do that) is
+    // FAILED_PRECONDITION with Go's reason, and nothing stops.
+    let config = node.dir.path().join(format!("{}.yaml", node.id));
+    let original = std::fs::read_to_string(&config)?;
+    std::fs::write(
+        &config,
+        original.replacen(&format!("id: {}", node.id), "id: renamed", 1),
+    )?;
+    let s = rpc_status(mesh.reload(pb::ReloadRequest {})).await?;
+    assert_eq!(s.code(), Code::FailedPrecondition, "{s:?}");
+    assert!(!s.message().is_empty(), "{s:?}");
+    std::fs::write(&config, original)?;
+    rpc(mesh.reload(pb::ReloadRequest {})).await?;
+
     // Still healthy, on this connection and on a new one.
     rpc(mesh.status(pb::StatusRequest {})).await?;
     let mut fresh = MeshClient::new(node.channel().await?);
