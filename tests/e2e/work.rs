@@ -487,8 +487,13 @@ async fn go_control_transcripts_replay_against_our_socket() -> Result<()> {
                     wait_for("units to settle", WAIT, || async move {
                         let s = node.status(unit).await.ok();
                         let state = s.as_ref().and_then(|s| s["State"].as_i64());
-                        // Released units are gone; running sleeps are settled enough.
-                        (s.is_none() || state != Some(0)).then_some(())
+                        let sleeper = s.as_ref().is_some_and(|s| s["WorkType"] == "sleep");
+                        // Released units are gone; running sleeps (kept for the cancel
+                        // case) are settled enough; everything else must be final.
+                        (s.is_none()
+                            || state.is_some_and(|st| st >= 2)
+                            || (sleeper && state == Some(1)))
+                        .then_some(())
                     })
                     .await?;
                 }
