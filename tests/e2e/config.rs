@@ -9,6 +9,11 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
+            // systemd/ holds unit and sysusers files (deploy.rs checks those), not receptor
+            // configs, though sysusers files end in .conf too.
+            if path.file_name().is_some_and(|n| n == "systemd") {
+                continue;
+            }
             yaml_files(&path, out)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
