@@ -152,14 +152,17 @@ impl AwxMesh {
                 ));
             }
             let file = format!("examples/awx-mesh/{node}.yaml");
-            rewrite(&file, &read(&file)?, &subs)
+            let text = rewrite(&file, &read(&file)?, &subs)?;
+            crate::config::check_supported(&text, &file)?;
+            Ok(text)
         };
 
         let hop = Daemon::start_yaml("hop", dir.path(), &yaml("hop", None)?).await?;
         let hop_addr = hop.tcp_listener_addr().await?;
         let mut daemons = vec![hop];
         for node in ["exec1", "exec2", "control"] {
-            daemons.push(Daemon::start_yaml(node, dir.path(), &yaml(node, Some(&hop_addr))?).await?);
+            daemons
+                .push(Daemon::start_yaml(node, dir.path(), &yaml(node, Some(&hop_addr))?).await?);
         }
         // Same order as AWX_NODES for the logs.
         let control = daemons.remove(3);
@@ -271,15 +274,27 @@ async fn default_yaml_starts_and_answers_on_both_sockets() -> Result<()> {
     assert!(status["NodeID"].as_str().is_some_and(|id| !id.is_empty()));
 
     // The gRPC socket answers the Rust receptorctl.
-    let grpc = format!("grpc+unix:{}", dir.path().join("receptor-grpc.sock").display());
+    let grpc = format!(
+        "grpc+unix:{}",
+        dir.path().join("receptor-grpc.sock").display()
+    );
     let ctl = rust_receptorctl()?;
     let (code, stdout, stderr) = run(
-        &[path_str(&ctl), "--socket".into(), grpc, "status".into(), "--json".into()],
+        &[
+            path_str(&ctl),
+            "--socket".into(),
+            grpc,
+            "status".into(),
+            "--json".into(),
+        ],
         &[],
     )
     .await?;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}\n{}", daemon.log());
-    assert!(stdout.contains(status["NodeID"].as_str().unwrap_or("?")), "{stdout}");
+    assert!(
+        stdout.contains(status["NodeID"].as_str().unwrap_or("?")),
+        "{stdout}"
+    );
     Ok(())
 }
 
@@ -321,14 +336,26 @@ async fn packaged_config_serves_healthcheck_and_reload() -> Result<()> {
     .await
     .with_context(|| daemon.log())?;
     let (code, stdout, stderr) = run(&health, &[]).await?;
-    assert_eq!(code, Some(0), "{health:?}: {stdout}\n{stderr}\n{}", daemon.log());
+    assert_eq!(
+        code,
+        Some(0),
+        "{health:?}: {stdout}\n{stderr}\n{}",
+        daemon.log()
+    );
 
-    let reload = localise(unit_value(&read("systemd/receptor.service")?, "ExecReload")?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect());
+    let reload = localise(
+        unit_value(&read("systemd/receptor.service")?, "ExecReload")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    );
     let (code, stdout, stderr) = run(&reload, &[]).await?;
-    assert_eq!(code, Some(0), "{reload:?}: {stdout}\n{stderr}\n{}", daemon.log());
+    assert_eq!(
+        code,
+        Some(0),
+        "{reload:?}: {stdout}\n{stderr}\n{}",
+        daemon.log()
+    );
     Ok(())
 }
 
@@ -348,7 +375,10 @@ async fn systemd_unit_is_hardened_and_verifies() -> Result<()> {
     let unit = read("systemd/receptor.service")?;
     for (key, want) in [
         ("User", "receptor"),
-        ("ExecStart", "/usr/bin/receptor --config /etc/receptor/receptor.conf"),
+        (
+            "ExecStart",
+            "/usr/bin/receptor --config /etc/receptor/receptor.conf",
+        ),
         ("NoNewPrivileges", "true"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "true"),
@@ -356,13 +386,17 @@ async fn systemd_unit_is_hardened_and_verifies() -> Result<()> {
         ("StateDirectory", "receptor"),
         ("RuntimeDirectory", "receptor"),
         ("CapabilityBoundingSet", ""),
-        ("RestrictAddressFamilies", "AF_UNIX AF_INET AF_INET6 AF_NETLINK"),
+        (
+            "RestrictAddressFamilies",
+            "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        ),
         ("Restart", "on-failure"),
     ] {
         assert_eq!(unit_value(&unit, key)?, want, "{key}");
     }
     assert!(
-        unit.lines().any(|l| l == "SystemCallFilter=@system-service"),
+        unit.lines()
+            .any(|l| l == "SystemCallFilter=@system-service"),
         "SystemCallFilter=@system-service"
     );
     assert!(unit_value(&unit, "LimitNOFILE")?.parse::<u32>()? >= 4096);
@@ -372,7 +406,10 @@ async fn systemd_unit_is_hardened_and_verifies() -> Result<()> {
     assert!((6..=30).contains(&stop), "TimeoutStopSec={stop}");
     // The packaged config is where the unit and the sockets expect it.
     let conf = read("receptor.conf")?;
-    assert!(conf.contains("datadir: /var/lib/receptor"), "StateDirectory=receptor");
+    assert!(
+        conf.contains("datadir: /var/lib/receptor"),
+        "StateDirectory=receptor"
+    );
     assert!(unit_value(&unit, "ExecReload")?.contains("/var/run/receptor/receptor.sock"));
     assert!(conf.contains("filename: /var/run/receptor/receptor.sock"));
     // The sysusers entry creates the unit's user.
@@ -393,14 +430,22 @@ async fn systemd_unit_is_hardened_and_verifies() -> Result<()> {
         "receptor.service",
         &unit,
         &[
-            ("/usr/bin/receptorctl ", format!("{} ", rust_receptorctl()?.display())),
+            (
+                "/usr/bin/receptorctl ",
+                format!("{} ", rust_receptorctl()?.display()),
+            ),
             ("/usr/bin/receptor ", format!("{} ", bin.display())),
         ],
     )?;
     let path = dir.path().join("receptor.service");
     std::fs::write(&path, unit)?;
     let (code, stdout, stderr) = run(
-        &[path_str(&analyze), "verify".into(), "--man=no".into(), path_str(&path)],
+        &[
+            path_str(&analyze),
+            "verify".into(),
+            "--man=no".into(),
+            path_str(&path),
+        ],
         &[],
     )
     .await?;
@@ -461,15 +506,26 @@ fn dockerfile_healthcheck(text: &str) -> Result<Vec<String>> {
 async fn dockerfile_is_multi_stage_non_root_and_builds_on_request() -> Result<()> {
     let text = read("Dockerfile")?;
     let all = instructions(&text);
-    let froms: Vec<&String> = all.iter().filter(|(op, _)| op == "FROM").map(|(_, a)| a).collect();
+    let froms: Vec<&String> = all
+        .iter()
+        .filter(|(op, _)| op == "FROM")
+        .map(|(_, a)| a)
+        .collect();
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
     assert!(froms[0].ends_with(" AS build"), "{froms:?}");
-    assert!(froms[froms.len() - 1].contains("slim"), "slim runtime: {froms:?}");
+    assert!(
+        froms[froms.len() - 1].contains("slim"),
+        "slim runtime: {froms:?}"
+    );
     // Only the final stage matters for what the container runs.
     let last_from = all.iter().rposition(|(op, _)| op == "FROM").unwrap_or(0);
     let runtime = &all[last_from..];
     let get = |op: &str| -> Vec<&str> {
-        runtime.iter().filter(|(o, _)| o == op).map(|(_, a)| a.as_str()).collect()
+        runtime
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.as_str())
+            .collect()
     };
     let user = get("USER");
     let user = user.last().context("no USER in the runtime stage")?;
@@ -489,16 +545,23 @@ async fn dockerfile_is_multi_stage_non_root_and_builds_on_request() -> Result<()
         get("CMD"),
         [r#"["/usr/bin/receptor", "--config", "/etc/receptor/receptor.conf"]"#]
     );
-    assert!(get("ENTRYPOINT").iter().any(|e| e.contains("tini")), "an init");
+    assert!(
+        get("ENTRYPOINT").iter().any(|e| e.contains("tini")),
+        "an init"
+    );
     // EXPOSE matches the packaged listener.
     assert!(read("receptor.conf")?.contains("port: 2222"));
     assert_eq!(get("EXPOSE"), ["2222"]);
     let health = dockerfile_healthcheck(&text)?;
     assert_eq!(health[0], "/usr/bin/receptorctl");
     assert!(health.contains(&"/var/run/receptor/receptor.sock".to_owned()));
-    let ignore = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))?;
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore"))?;
     for entry in ["target/", ".git"] {
-        assert!(ignore.lines().any(|l| l == entry), ".dockerignore lacks {entry}");
+        assert!(
+            ignore.lines().any(|l| l == entry),
+            ".dockerignore lacks {entry}"
+        );
     }
 
     if std::env::var_os("RECEPTOR_TEST_DOCKER").is_none_or(|v| v != "1") {
@@ -559,7 +622,11 @@ fn every_file_in_deploy_is_checked() -> Result<()> {
     ]
     .into_iter()
     .map(str::to_owned)
-    .chain(AWX_NODES.iter().map(|n| format!("examples/awx-mesh/{n}.yaml")))
+    .chain(
+        AWX_NODES
+            .iter()
+            .map(|n| format!("examples/awx-mesh/{n}.yaml")),
+    )
     .collect();
     checked.sort();
     assert_eq!(found, checked);
@@ -567,7 +634,12 @@ fn every_file_in_deploy_is_checked() -> Result<()> {
     // The README documents what make-certs.sh runs.
     let readme = read("examples/awx-mesh/README.md")?;
     let script = read("examples/awx-mesh/make-certs.sh")?;
-    for command in ["--cert-init", "--cert-makereq", "--cert-signreq", "openssl genrsa"] {
+    for command in [
+        "--cert-init",
+        "--cert-makereq",
+        "--cert-signreq",
+        "openssl genrsa",
+    ] {
         assert!(readme.contains(command), "README lacks {command}");
         assert!(script.contains(command), "make-certs.sh lacks {command}");
     }
