@@ -84,7 +84,8 @@ fn ephemeral(port_line: &'static str) -> (&'static str, String) {
 
 // ---- the AWX-like example ----------------------------------------------------------------
 
-const AWX_NODES: [&str; 4] = ["control", "hop", "exec1", "exec2"];
+/// The example's nodes, in the order the test starts them (the hop listens, the rest dial it).
+const AWX_NODES: [&str; 4] = ["hop", "exec1", "exec2", "control"];
 
 struct AwxMesh {
     dir: tempfile::TempDir,
@@ -160,13 +161,10 @@ impl AwxMesh {
         let hop = Daemon::start_yaml("hop", dir.path(), &yaml("hop", None)?).await?;
         let hop_addr = hop.tcp_listener_addr().await?;
         let mut daemons = vec![hop];
-        for node in ["exec1", "exec2", "control"] {
+        for node in &AWX_NODES[1..] {
             daemons
                 .push(Daemon::start_yaml(node, dir.path(), &yaml(node, Some(&hop_addr))?).await?);
         }
-        // Same order as AWX_NODES for the logs.
-        let control = daemons.remove(3);
-        daemons.insert(0, control);
         Ok(Self { dir, daemons })
     }
 }
@@ -209,36 +207,28 @@ async fn awx_mesh_example_runs_signed_work_through_the_hop() -> Result<()> {
 
     for node in ["exec1", "exec2"] {
         let payload = format!("signed work for {node} through the hop");
-        let submit = |signed: bool| {
-            let mut args = vec![
-                "work",
-                "submit",
-                "--node",
-                node,
-                "--tls-client",
-                "tls_client",
-                "--payload-literal",
-                &payload,
-                "--follow",
-                "--rm",
-            ];
-            if signed {
-                args.push("--signwork");
-            }
-            args.push("ansible-runner");
-            let socket = control.clone();
-            let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
-            async move {
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                receptorctl(&socket, &args).await
-            }
-        };
-        let signed = submit(true).await?;
+        let submit = [
+            "work",
+            "submit",
+            "--node",
+            node,
+            "--tls-client",
+            "tls_client",
+            "--payload-literal",
+            &payload,
+            "--follow",
+            "--rm",
+        ];
+        let signed = receptorctl(
+            &control,
+            &[&submit[..], &["--signwork", "ansible-runner"]].concat(),
+        )
+        .await?;
         assert_eq!(signed.code, Some(0), "{signed:?}\n{}", mesh.logs());
         assert!(signed.stdout.contains(&payload), "{signed:?}");
 
         // The execution node checks the signature: unsigned work is refused.
-        let unsigned = submit(false).await?;
+        let unsigned = receptorctl(&control, &[&submit[..], &["ansible-runner"]].concat()).await?;
         assert_ne!(unsigned.code, Some(0), "{unsigned:?}");
         assert!(
             unsigned.stderr.contains("could not verify signature"),
@@ -355,6 +345,16 @@ async fn packaged_config_serves_healthcheck_and_reload() -> Result<()> {
         Some(0),
         "{reload:?}: {stdout}\n{stderr}\n{}",
         daemon.log()
+    );
+
+    // A stopped daemon is unhealthy.
+    let status = daemon.terminate().await?;
+    assert!(status.success(), "{status}");
+    let (code, stdout, stderr) = run(&health, &[]).await?;
+    assert_ne!(
+        code,
+        Some(0),
+        "healthy without a daemon: {stdout}\n{stderr}"
     );
     Ok(())
 }
