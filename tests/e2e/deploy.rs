@@ -205,6 +205,13 @@ async fn awx_mesh_example_runs_signed_work_through_the_hop() -> Result<()> {
     .await
     .with_context(|| mesh.logs())?;
 
+    // The examples' `permissions: 0660` (octal, as Go reads it) lets the receptor group in.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&control)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "control socket mode {mode:o}");
+    }
+
     for node in ["exec1", "exec2"] {
         let payload = format!("signed work for {node} through the hop");
         let submit = [
