@@ -5,6 +5,7 @@ mod ansible;
 mod cli;
 mod config;
 mod control;
+mod deploy;
 mod grpc;
 mod harness;
 mod mesh;
