@@ -241,28 +241,54 @@ impl MeshTarget {
     }
 }
 
-/// Runs `connection` as a task of `connections` if a slot is free; otherwise drops it (which
-/// closes whatever it owns) with a warning.
-fn spawn_limited<F>(
-    connections: &mut JoinSet<()>,
-    limit: &Arc<Semaphore>,
-    what: &str,
-    connection: F,
+/// The accept loop of every stream proxy: takes connections from `accept` until `cancel`
+/// fires or `accept` gives up (`None`), and runs `handle` for each as a task of this loop (so
+/// they end with it), at most [`MAX_CONNECTIONS`] at once; extra connections are dropped,
+/// which closes them. A failed accept (fd exhaustion, an aborted handshake) pauses briefly
+/// instead of ending the proxy.
+async fn serve_each<C, A, AF, H, HF>(
+    what: &'static str,
+    mut accept: A,
+    handle: H,
+    cancel: CancellationToken,
 ) where
-    F: Future<Output = ()> + Send + 'static,
+    A: FnMut() -> AF,
+    AF: Future<Output = Option<std::io::Result<C>>>,
+    H: Fn(C) -> HF,
+    HF: Future<Output = ()> + Send + 'static,
 {
-    let Ok(permit) = Arc::clone(limit).try_acquire_owned() else {
-        tracing::warn!(
-            proxy = what,
-            limit = MAX_CONNECTIONS,
-            "too many proxied connections; refusing one"
-        );
-        return;
-    };
-    connections.spawn(async move {
-        connection.await;
-        drop(permit);
-    });
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        let connection = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = accept() => match accepted {
+                Some(Ok(connection)) => connection,
+                Some(Err(error)) => {
+                    tracing::warn!(proxy = what, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(
+                proxy = what,
+                limit = MAX_CONNECTIONS,
+                "too many proxied connections; refusing one"
+            );
+            continue;
+        };
+        let served = handle(connection);
+        connections.spawn(async move {
+            served.await;
+            drop(permit);
+        });
+    }
+    connections.shutdown().await;
 }
 
 /// `tcp-server`: each local TCP (or TLS) connection goes to the mesh service.
@@ -272,42 +298,26 @@ async fn serve_tcp(
     target: MeshTarget,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "tcp-server accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    let accept = || async { Some(listener.accept().await) };
+    let handle = |(stream, peer): (TcpStream, SocketAddr)| {
         let _ = stream.set_nodelay(true);
         let target = target.clone();
         let tls = tls.clone();
-        spawn_limited(&mut connections, &limit, "tcp-server", async move {
+        async move {
             let peer = peer.to_string();
-            match tls {
-                None => target.forward(stream, &peer).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => target.forward(stream, &peer).await,
-                        Ok(Err(error)) => {
-                            tracing::warn!(%peer, reason = %receptor_mesh::tls::describe_io(&error), "tcp-server tls handshake failed");
-                        }
-                        Err(_) => tracing::warn!(%peer, "tcp-server tls handshake timed out"),
-                    }
+            let Some(acceptor) = tls else {
+                return target.forward(stream, &peer).await;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => target.forward(stream, &peer).await,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, reason = %receptor_mesh::tls::describe_io(&error), "tcp-server tls handshake failed");
                 }
+                Err(_) => tracing::warn!(%peer, "tcp-server tls handshake timed out"),
             }
-        });
-    }
-    connections.shutdown().await;
+        }
+    };
+    serve_each("tcp-server", accept, handle, cancel).await;
 }
 
 /// `unix-socket-server`: each local Unix-socket connection goes to the mesh service.
@@ -316,28 +326,12 @@ async fn serve_unix(
     target: MeshTarget,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = socket.listener().accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "unix-socket-server accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    let accept = || async { Some(socket.listener().accept().await.map(|(stream, _)| stream)) };
+    let handle = |stream: UnixStream| {
         let target = target.clone();
-        spawn_limited(&mut connections, &limit, "unix-socket-server", async move {
-            target.forward(stream, "unix socket").await;
-        });
-    }
-    connections.shutdown().await;
+        async move { target.forward(stream, "unix socket").await }
+    };
+    serve_each("unix-socket-server", accept, handle, cancel).await;
     socket.remove();
 }
 
@@ -440,28 +434,21 @@ async fn serve_mesh(
     dest: LocalDest,
     cancel: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(stream) => stream,
-                // The listener only fails for good (the node stopped).
-                Err(error) => {
-                    tracing::debug!(%error, "proxy mesh listener closed");
-                    break;
-                }
-            },
-        };
+    // The mesh listener only fails for good (the node stopped): that ends the proxy.
+    let accept = || async {
+        match listener.accept().await {
+            Ok(stream) => Some(Ok(stream)),
+            Err(error) => {
+                tracing::debug!(%error, "proxy mesh listener closed");
+                None
+            }
+        }
+    };
+    let handle = |stream| {
         let dest = dest.clone();
-        spawn_limited(&mut connections, &limit, "mesh proxy", async move {
-            dest.forward(stream).await;
-        });
-    }
-    connections.shutdown().await;
+        async move { dest.forward(stream).await }
+    };
+    serve_each("mesh proxy", accept, handle, cancel).await;
 }
 
 /// `udp-server`: each local UDP peer gets its own ephemeral mesh service, so replies from

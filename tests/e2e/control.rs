@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use crate::harness::{Daemon, receptor_bin, receptorctl_bin};
+use crate::harness::{Daemon, cert_tool, receptorctl_bin};
 
 async fn ctl(
     socket: &str,
@@ -34,18 +34,6 @@ async fn ctl(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
-}
-
-async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new(receptor_bin()?)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stdout));
-    }
-    Ok(())
 }
 
 #[tokio::test]

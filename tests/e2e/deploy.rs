@@ -13,7 +13,9 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail, ensure};
 use tokio::process::Command;
 
-use crate::harness::{Daemon, WAIT, receptor_bin, receptorctl, receptorctl_bin, wait_for};
+use crate::harness::{
+    Daemon, WAIT, receptor_bin, receptorctl, receptorctl_bin, rust_receptorctl, wait_for,
+};
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -39,17 +41,6 @@ fn rewrite(name: &str, text: &str, subs: &[(&str, String)]) -> Result<String> {
 
 fn path_str(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// The Rust receptorctl, built next to `receptor` (scripts/test builds every binary).
-fn rust_receptorctl() -> Result<PathBuf> {
-    let path = receptor_bin()?.with_file_name("receptorctl");
-    ensure!(
-        path.exists(),
-        "{} does not exist: build the workspace binaries first",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// Runs `argv` (program first) with a timeout; returns (exit code, stdout, stderr).

@@ -18,7 +18,7 @@ use tokio::net::UnixStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::harness::{Daemon, WAIT, wait_for};
+use crate::harness::{Daemon, WAIT, cert_tool, wait_for};
 
 /// Every network await of these tests is bounded by this.
 const RPC: Duration = Duration::from_secs(30);
@@ -628,20 +628,6 @@ async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Resu
 }
 
 // === TLS ===
-
-async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new(crate::harness::receptor_bin()?)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .await?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(())
-}
 
 /// A CA `<ca>.crt` and a certificate `<name>.crt` it signed for node `name`.
 async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {

@@ -235,3 +235,29 @@ pub(crate) async fn status_json(socket: &Path) -> Result<serde_json::Value> {
     }
     Ok(serde_json::from_str(&out.stdout)?)
 }
+
+/// Runs one of receptor's certificate tools (`--cert-init`, `--cert-makereq`,
+/// `--cert-signreq`) in `dir`, failing with its output if it fails.
+pub(crate) async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(receptor_bin()?)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(())
+}
+
+/// The Rust receptorctl, built next to `receptor` (scripts/test builds every binary).
+pub(crate) fn rust_receptorctl() -> Result<PathBuf> {
+    let path = receptor_bin()?.with_file_name("receptorctl");
+    if !path.exists() {
+        bail!(
+            "{} does not exist: build the workspace binaries first",
+            path.display()
+        );
+    }
+    Ok(path)
+}

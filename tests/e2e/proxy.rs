@@ -12,7 +12,7 @@ use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
-use crate::harness::{Daemon, receptorctl, status_json, wait_for};
+use crate::harness::{Daemon, cert_tool, receptorctl, status_json, wait_for};
 
 /// Long enough for debug builds moving 100 MB over QUIC.
 const LONG: Duration = Duration::from_secs(300);
@@ -463,18 +463,6 @@ async fn tcp_server_to_its_own_control_service_serves_receptorctl() -> Result<()
             "receptorctl over the tcp proxy failed: {out:?}\n{}",
             node.log()
         );
-    }
-    Ok(())
-}
-
-async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new(crate::harness::receptor_bin()?)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stdout));
     }
     Ok(())
 }

@@ -6,26 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use futures_util::StreamExt;
 use receptor_client::{Client, Error, SubmitOptions, Target, TlsOptions, UnitState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::harness::{
-    CtlOutput, Daemon, WAIT, receptor_bin, receptorctl_bin, status_json, wait_for,
+    CtlOutput, Daemon, WAIT, cert_tool, receptorctl_bin, rust_receptorctl, status_json, wait_for,
 };
-
-/// The Rust receptorctl, built next to `receptor` (scripts/test builds every binary).
-fn rust_receptorctl() -> Result<PathBuf> {
-    let path = receptor_bin()?.with_file_name("receptorctl");
-    ensure!(
-        path.exists(),
-        "{} does not exist: build the workspace binaries first",
-        path.display()
-    );
-    Ok(path)
-}
 
 async fn run_ctl(bin: &Path, socket: &str, args: &[&str]) -> Result<CtlOutput> {
     let output = tokio::time::timeout(
@@ -45,18 +34,6 @@ async fn run_ctl(bin: &Path, socket: &str, args: &[&str]) -> Result<CtlOutput> {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
-}
-
-async fn cert_tool(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(receptor_bin()?)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stdout));
-    }
-    Ok(())
 }
 
 /// A CA and a certificate for 127.0.0.1 under `dir`: `ca.crt`, `srv.crt`, `srv.key`.
