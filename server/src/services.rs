@@ -480,12 +480,9 @@ async fn serve_udp(
         let inbox = match peers.get(&peer) {
             Some(inbox) if !inbox.is_closed() => inbox.clone(),
             _ => {
-                if peers.len() >= MAX_UDP_SESSIONS {
-                    peers.retain(|_, inbox| !inbox.is_closed());
-                    if peers.len() >= MAX_UDP_SESSIONS {
-                        tracing::warn!(%peer, limit = MAX_UDP_SESSIONS, "too many udp-server peers; dropping a datagram");
-                        continue;
-                    }
+                if !has_room(&mut peers) {
+                    tracing::warn!(%peer, limit = MAX_UDP_SESSIONS, "too many udp-server peers; dropping a datagram");
+                    continue;
                 }
                 let conn = match node.listen(None, None).await {
                     Ok(conn) => conn,
@@ -512,6 +509,15 @@ async fn serve_udp(
         }
     }
     sessions.shutdown().await;
+}
+
+/// Whether a datagram proxy may track one more peer: at [`MAX_UDP_SESSIONS`], the peers whose
+/// task ended (idle, or gone) are forgotten first.
+fn has_room<K>(peers: &mut HashMap<K, mpsc::Sender<Bytes>>) -> bool {
+    if peers.len() >= MAX_UDP_SESSIONS {
+        peers.retain(|_, inbox| !inbox.is_closed());
+    }
+    peers.len() < MAX_UDP_SESSIONS
 }
 
 /// One UDP peer of a `udp-server`: its datagrams to the mesh service, the replies back.
@@ -580,12 +586,9 @@ async fn serve_udp_mesh(mut conn: PacketConn, address: String, cancel: Cancellat
         let inbox = match peers.get(&key) {
             Some(inbox) if !inbox.is_closed() => inbox.clone(),
             _ => {
-                if peers.len() >= MAX_UDP_SESSIONS {
-                    peers.retain(|_, inbox| !inbox.is_closed());
-                    if peers.len() >= MAX_UDP_SESSIONS {
-                        tracing::warn!(node = %key.0, limit = MAX_UDP_SESSIONS, "too many udp-client senders; dropping a datagram");
-                        continue;
-                    }
+                if !has_room(&mut peers) {
+                    tracing::warn!(node = %key.0, limit = MAX_UDP_SESSIONS, "too many udp-client senders; dropping a datagram");
+                    continue;
                 }
                 let socket = match connect_udp(&address).await {
                     Ok(socket) => socket,
