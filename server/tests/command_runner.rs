@@ -53,13 +53,13 @@ fn status(dir: &Path) -> Result<String> {
 }
 
 #[tokio::test]
-async fn success_keeps_extra_data_and_reports_the_exact_size() -> Result<()> {
+async fn success_clears_extra_data_and_reports_the_exact_size() -> Result<()> {
     let root = tempfile::tempdir()?;
     let dir = unit_dir(root.path(), "Unit0001", b"payload\n")?;
     assert_eq!(run("cat", "", &dir).await?, 0);
     assert_eq!(
         status(&dir)?,
-        "{\"State\":2,\"Detail\":\"exit status 0\",\"StdoutSize\":8,\"WorkType\":\"echo\",\"ExtraData\":{\"Pid\":4242,\"Params\":\"x \\u003cy\\u003e\"}}\n"
+        "{\"State\":2,\"Detail\":\"exit status 0\",\"StdoutSize\":8,\"WorkType\":\"echo\",\"ExtraData\":null}\n"
     );
     assert_eq!(std::fs::read(dir.join("stdout"))?, b"payload\n");
     Ok(())
