@@ -30,6 +30,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -44,6 +45,8 @@ pub const DEFAULT_SERVICE_NAME: &str = "receptor";
 pub const TRACEPARENT: &str = "traceparent";
 /// Spans that are exported, whatever the log level: ours, at info and above.
 const EXPORT_FILTER: &str = "off,receptor_server=info,receptor_mesh=info";
+/// The one span the log shows as context (the mesh node's, `node{node.id=...}`).
+const LOGGED_SPAN: &str = "node";
 /// The instrumentation scope of our spans and metrics.
 const SCOPE: &str = "receptor";
 
@@ -125,10 +128,15 @@ pub fn init(level: LogLevel, settings: Option<&Settings>) -> Result<Telemetry, I
     };
     // Our crates log at the configured level; dependencies only report warnings and worse.
     let filter = format!("warn,receptor={level},receptor_mesh={level},receptor_server={level}");
+    // The log shows the node span as context, never the telemetry spans: logs read as they
+    // always did, and with telemetry off no layer wants those spans, so tracing disables
+    // their call sites and they cost nothing.
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stdout().is_terminal())
         .with_writer(std::io::stdout)
-        .with_filter(EnvFilter::new(filter));
+        .with_filter(EnvFilter::new(filter).and(filter_fn(|meta| {
+            !meta.is_span() || meta.name() == LOGGED_SPAN
+        })));
     let mut telemetry = Telemetry::default();
     let spans = match settings {
         None => None,

@@ -795,7 +795,7 @@ mod tests {
         );
         assert_eq!(
             work(
-                r#"{"command":"work","subcommand":"Submit","node":"n","worktype":"t","params":"-x","secret_a":"s","tlsclient":"c","ttl":"1m","signwork":"true","signature":"sig"}"#
+                r#"{"command":"work","subcommand":"Submit","node":"n","worktype":"t","params":"-x","secret_a":"s","tlsclient":"c","ttl":"1m","signwork":"true","signature":"sig","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
             ),
             WorkCommand::Submit(SubmitRequest {
                 node: "n".into(),
@@ -809,6 +809,10 @@ mod tests {
                 ttl: "1m".into(),
                 sign_work: true,
                 signature: "sig".into(),
+                // Reserved: the trace context, never a work parameter.
+                trace_parent: Some(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()
+                ),
             })
         );
         let maybe = work(
