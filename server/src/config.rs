@@ -31,10 +31,10 @@ pub use entities::{
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_TOKEN_EXPIRATION, GrpcServiceConfig, IpRouterConfig,
     KubeAuthMethod, KubeStreamMethod, LogLevel, MIN_IDLE_CONNECTION_TIMEOUT, NodeConfig,
     TcpClientConfig, TcpListenerConfig, TcpPeerConfig, TcpServerConfig, TelemetryConfig,
-    TlsClientConfig,
-    TlsServerConfig, UdpClientConfig, UdpListenerConfig, UdpPeerConfig, UdpServerConfig,
-    UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig,
-    WorkSigningConfig, WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
+    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpListenerConfig, UdpPeerConfig,
+    UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig,
+    WorkKubernetesConfig, WorkSigningConfig, WorkVerificationConfig, WsListenerConfig,
+    WsPeerConfig,
 };
 use raw::{RawEntity, Source};
 

@@ -421,11 +421,17 @@ where
             );
             let reply = match parsed {
                 Parsed::Command(Command::Connect { node, service, tls }) => {
-                    match ops.connect(&node, &service, &tls).instrument(span.clone()).await {
+                    match ops
+                        .connect(&node, &service, &tls)
+                        .instrument(span.clone())
+                        .await
+                    {
                         Ok(stream) => {
                             writer.write_all(b"Connecting\n").await?;
                             writer.flush().await?;
-                            bridge(stream, &mut reader, &mut writer).instrument(span).await;
+                            bridge(stream, &mut reader, &mut writer)
+                                .instrument(span)
+                                .await;
                             return Ok(());
                         }
                         Err(error) => format!("ERROR: {}\n", error_chain(&error)),

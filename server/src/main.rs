@@ -78,13 +78,14 @@ fn main() -> ExitCode {
     };
     // The OTLP exporter's gRPC channel lives on the runtime.
     let settings = Settings::resolve(&config, |name| std::env::var(name).ok());
-    let telemetry = match runtime.block_on(async { telemetry::init(config.log_level, settings.as_ref()) }) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            println!("Error: {}", error_chain(&error));
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry =
+        match runtime.block_on(async { telemetry::init(config.log_level, settings.as_ref()) }) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                println!("Error: {}", error_chain(&error));
+                return ExitCode::FAILURE;
+            }
+        };
     let code = runtime.block_on(run(config));
     // After the daemon stopped, so that its last spans (sessions, units) are in the flush.
     telemetry.shutdown(telemetry::SHUTDOWN_DEADLINE);

@@ -368,7 +368,11 @@ mod tests {
                 .split_whitespace()
                 .map(str::to_owned),
         ) {
-            Err(e) => e.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            Err(e) => e
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             Ok(_) => panic!("accepted"),
         };
         assert_eq!(problems.len(), 2, "{problems:?}");

@@ -40,10 +40,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use tracing::Instrument;
 use receptor_mesh::wire::WorkCommand;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use self::remote::{
     DEFAULT_REMOTE_UNREACHABLE_TIMEOUT, DialFailure, DialFuture, MeshConn, MeshDialer,
@@ -881,7 +881,8 @@ impl WorkEngine {
         caller: Caller,
     ) -> Result<Outcome, WorkError> {
         let unit = self.find(unit).await?;
-        let span = tracing::info_span!("work.release", work.unit_id = %unit.id(), work.force = force);
+        let span =
+            tracing::info_span!("work.release", work.unit_id = %unit.id(), work.force = force);
         unit.join_trace(&span);
         async {
             self.check_unit_signature(&unit, signature, caller)?;

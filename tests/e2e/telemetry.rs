@@ -128,7 +128,10 @@ async fn stop(daemon: Daemon, name: &str) -> Result<()> {
 /// Checks that `trace` is one tree: one root, and every other span's parent received.
 fn check_tree(trace: &[Span]) -> Result<()> {
     let ids: BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
-    let roots: Vec<&Span> = trace.iter().filter(|s| s.parent_span_id.is_empty()).collect();
+    let roots: Vec<&Span> = trace
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
     ensure!(roots.len() == 1, "expected one root, got {roots:#?}");
     for span in trace {
         ensure!(
@@ -250,7 +253,9 @@ async fn a_remote_unit_over_two_hops_is_one_trace_across_the_nodes() -> Result<(
     ensure!(c_unit.parent_span_id == transfer.span_id, "{c_unit:?}");
     ensure!(c_unit.attr("work.unit_id") == Some(remote_unit.as_str()));
     let c_run = find(&trace, "node-c", "work.run")?;
-    ensure!(c_run.parent_span_id == c_unit.span_id && c_run.attr("work.state") == Some("Succeeded"));
+    ensure!(
+        c_run.parent_span_id == c_unit.span_id && c_run.attr("work.state") == Some("Succeeded")
+    );
     for name in ["work.results", "work.release"] {
         ensure!(find(&trace, "node-c", name)?.parent_span_id == c_unit.span_id);
     }
@@ -313,7 +318,11 @@ async fn a_grpc_callers_traceparent_is_the_parent_of_the_request() -> Result<()>
     stop(node, "node-g").await?;
 
     let spans = collector.spans()?;
-    let trace: Vec<Span> = spans.iter().filter(|s| s.trace_id == TRACE).cloned().collect();
+    let trace: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == TRACE)
+        .cloned()
+        .collect();
     let request = trace
         .iter()
         .find(|s| s.name == "grpc.request")
@@ -375,7 +384,10 @@ async fn without_telemetry_no_exporter_runs() -> Result<()> {
         .iter()
         .filter(|n| n.starts_with(EXPORTER_THREAD))
         .collect();
-    ensure!(exporters.is_empty(), "exporter threads without telemetry: {exporters:?}");
+    ensure!(
+        exporters.is_empty(),
+        "exporter threads without telemetry: {exporters:?}"
+    );
     ensure!(!off.log().contains("telemetry"), "{}", off.log());
     // And nothing reached the collector from it.
     stop(off, "node-off").await?;
@@ -385,7 +397,10 @@ async fn without_telemetry_no_exporter_runs() -> Result<()> {
         *m.entry(s.node.as_str()).or_default() += 1;
         m
     });
-    ensure!(by_node.get("node-off").is_none(), "{by_node:?}");
-    ensure!(by_node.get("node-on").is_some_and(|n| *n > 0), "{by_node:?}");
+    ensure!(!by_node.contains_key("node-off"), "{by_node:?}");
+    ensure!(
+        by_node.get("node-on").is_some_and(|n| *n > 0),
+        "{by_node:?}"
+    );
     Ok(())
 }

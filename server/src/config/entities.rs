@@ -492,11 +492,13 @@ impl TelemetryConfig {
     pub(crate) fn from_raw(raw: &RawEntity, problems: &mut Vec<Problem>) -> Self {
         let endpoint = raw.opt_string("endpoint");
         if let Some(endpoint) = &endpoint
-            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            && !endpoint.starts_with("http://")
         {
             problems.push(raw.problem(
                 Some("endpoint"),
-                format!("endpoint {endpoint:?} must be an http:// or https:// URL"),
+                format!(
+                    "endpoint {endpoint:?} must be an http:// URL (TLS to the collector is not supported yet)"
+                ),
             ));
         }
         let sample_ratio = raw.float("sampleratio");

@@ -198,28 +198,31 @@ impl CommandWorker {
         );
         unit.join_trace(&span);
         let run_span = span.clone();
-        spawner.spawn(async move {
-            let mut stamp = None;
-            let exit = loop {
-                dir.mark_seen();
-                stamp = monitored.reload_if_changed(stamp).await;
-                tokio::select! {
-                    status = child.wait() => break status,
-                    () = dir.changed() => {}
-                }
-            };
-            let how = match &exit {
-                Ok(status) => super::runner::process_state_text(*status),
-                Err(error) => format!("wait failed: {error}"),
-            };
-            runner_gone(&monitored, &format!("command runner exited ({how})")).await;
-            run_span.record("work.state", monitored.status().state.name());
-            let _ = exited_tx.send(true);
-            runners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(monitored.id().as_str());
-        }.instrument(span));
+        spawner.spawn(
+            async move {
+                let mut stamp = None;
+                let exit = loop {
+                    dir.mark_seen();
+                    stamp = monitored.reload_if_changed(stamp).await;
+                    tokio::select! {
+                        status = child.wait() => break status,
+                        () = dir.changed() => {}
+                    }
+                };
+                let how = match &exit {
+                    Ok(status) => super::runner::process_state_text(*status),
+                    Err(error) => format!("wait failed: {error}"),
+                };
+                runner_gone(&monitored, &format!("command runner exited ({how})")).await;
+                run_span.record("work.state", monitored.status().state.name());
+                let _ = exited_tx.send(true);
+                runners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(monitored.id().as_str());
+            }
+            .instrument(span),
+        );
         Ok(StartOutcome::Started)
     }
 

@@ -54,7 +54,8 @@ pub struct ResultStream {
 impl ResultStream {
     pub(super) fn new(unit: Arc<Unit>, start: u64, dir: DirWatch) -> Self {
         let rx = unit.subscribe();
-        let span = tracing::info_span!("work.results", work.unit_id = %unit.id(), work.start_pos = start);
+        let span =
+            tracing::info_span!("work.results", work.unit_id = %unit.id(), work.start_pos = start);
         unit.join_trace(&span);
         Self {
             _span: span,

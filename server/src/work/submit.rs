@@ -173,7 +173,8 @@ impl Submission {
     /// the unit was cancelled or released meanwhile.
     pub async fn start(self) -> Result<StartOutcome, WorkError> {
         self.span.record("work.payload_bytes", self.received);
-        let span = tracing::info_span!(parent: &self.span, "work.start", work.unit_id = %self.unit.id());
+        let span =
+            tracing::info_span!(parent: &self.span, "work.start", work.unit_id = %self.unit.id());
         self.start_in_span().instrument(span).await
     }
 
