@@ -470,8 +470,20 @@ async fn accept_loop(
         let checks = checks.clone();
         let ready = ready.clone();
         let watchers = Arc::clone(&watchers);
+        // A root: nothing tells which trace (if any) the dialer's stream belongs to.
+        let span = tracing::info_span!(
+            parent: None,
+            "mesh.stream.accept",
+            node.id = %node.id(),
+            peer.id = tracing::field::Empty,
+            mesh.service = %socket.service(),
+        );
+        let accept = tracing::Instrument::instrument(
+            async move { accept_one(&node, incoming, &socket, checks, &watchers).await },
+            span,
+        );
         handshakes.spawn(async move {
-            if let Some(stream) = accept_one(&node, incoming, &socket, checks, &watchers).await {
+            if let Some(stream) = accept.await {
                 // Waits for `accept` (bounded by the queue); a dropped listener drops it.
                 let _ = ready.send(stream).await;
             }
@@ -493,6 +505,7 @@ async fn accept_one(
         incoming.ignore();
         return None;
     };
+    tracing::Span::current().record("peer.id", &*remote.node);
     let accepted = match &checks.per_client {
         None => incoming.accept(),
         Some(factory) => {
@@ -606,6 +619,24 @@ async fn accept_one(
 /// # Cancel safety
 /// Cancel safe: dropping the future abandons the dial and frees its ephemeral service.
 pub async fn dial(
+    node: &Node,
+    target_node: &str,
+    service: &str,
+    tls: ClientTls,
+    timeout: Duration,
+) -> Result<Stream, DialError> {
+    // A child of the caller's span: a remote work unit's trace shows its dials.
+    let span = tracing::info_span!(
+        "mesh.stream.dial",
+        node.id = %node.id(),
+        peer.id = %target_node,
+        mesh.service = %service,
+    );
+    tracing::Instrument::instrument(dial_in_span(node, target_node, service, tls, timeout), span)
+        .await
+}
+
+async fn dial_in_span(
     node: &Node,
     target_node: &str,
     service: &str,

@@ -30,10 +30,11 @@ pub use entities::{
     CommandRunnerConfig, CommandServiceConfig, ControlServiceConfig, DEFAULT_DATADIR,
     DEFAULT_IDLE_CONNECTION_TIMEOUT, DEFAULT_TOKEN_EXPIRATION, GrpcServiceConfig, IpRouterConfig,
     KubeAuthMethod, KubeStreamMethod, LogLevel, MIN_IDLE_CONNECTION_TIMEOUT, NodeConfig,
-    TcpClientConfig, TcpListenerConfig, TcpPeerConfig, TcpServerConfig, TlsClientConfig,
-    TlsServerConfig, UdpClientConfig, UdpListenerConfig, UdpPeerConfig, UdpServerConfig,
-    UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig,
-    WorkSigningConfig, WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
+    TcpClientConfig, TcpListenerConfig, TcpPeerConfig, TcpServerConfig, TelemetryConfig,
+    TlsClientConfig, TlsServerConfig, UdpClientConfig, UdpListenerConfig, UdpPeerConfig,
+    UdpServerConfig, UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig,
+    WorkKubernetesConfig, WorkSigningConfig, WorkVerificationConfig, WsListenerConfig,
+    WsPeerConfig,
 };
 use raw::{RawEntity, Source};
 
@@ -126,6 +127,8 @@ pub struct Config {
     pub control_services: Vec<ControlServiceConfig>,
     /// `grpc-service` entities (Rust only).
     pub grpc_services: Vec<GrpcServiceConfig>,
+    /// `telemetry` (Rust only); `None` leaves tracing export to the `OTEL_*` variables.
+    pub telemetry: Option<TelemetryConfig>,
     /// `work-command` entities.
     pub work_commands: Vec<WorkCommandConfig>,
     /// `work-kubernetes` entities.
@@ -389,6 +392,7 @@ fn assemble(
         ws_peers: Vec::new(),
         control_services: Vec::new(),
         grpc_services: Vec::new(),
+        telemetry: None,
         work_commands: Vec::new(),
         work_kubernetes: Vec::new(),
         work_signing: None,
@@ -446,6 +450,11 @@ fn assemble(
                 .control_services
                 .push(ControlServiceConfig::from_raw(raw, p)),
             "grpc-service" => c.grpc_services.push(GrpcServiceConfig::from_raw(raw, p)),
+            "telemetry" => {
+                if c.telemetry.is_none() {
+                    c.telemetry = Some(TelemetryConfig::from_raw(raw, p));
+                }
+            }
             "command-service" => c
                 .command_services
                 .push(CommandServiceConfig::from_raw(raw, p)),

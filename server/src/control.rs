@@ -18,6 +18,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::command::{Command, Parsed, WorkCommand};
 use crate::error_chain;
@@ -411,13 +412,26 @@ where
         line.retain(|&b| b != b'\r' && b != b'\n');
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
-            let reply = match command::parse(&text) {
+            let parsed = command::parse(&text);
+            let span = tracing::info_span!(
+                "control.request",
+                node.id = %ops.node().id(),
+                control.command = parsed.name(),
+                control.caller = ?caller,
+            );
+            let reply = match parsed {
                 Parsed::Command(Command::Connect { node, service, tls }) => {
-                    match ops.connect(&node, &service, &tls).await {
+                    match ops
+                        .connect(&node, &service, &tls)
+                        .instrument(span.clone())
+                        .await
+                    {
                         Ok(stream) => {
                             writer.write_all(b"Connecting\n").await?;
                             writer.flush().await?;
-                            bridge(stream, &mut reader, &mut writer).await;
+                            bridge(stream, &mut reader, &mut writer)
+                                .instrument(span)
+                                .await;
                             return Ok(());
                         }
                         Err(error) => format!("ERROR: {}\n", error_chain(&error)),
@@ -449,13 +463,16 @@ where
                     }
                 }
                 Parsed::Command(Command::Work(work)) => {
-                    match run_work(work, ops, caller, &mut reader, &mut writer).await? {
+                    match run_work(work, ops, caller, &mut reader, &mut writer)
+                        .instrument(span)
+                        .await?
+                    {
                         Some(reply) => reply,
                         // The work command closed the connection.
                         None => return Ok(()),
                     }
                 }
-                parsed => execute(parsed, ops).await,
+                parsed => execute(parsed, ops).instrument(span).await,
             };
             writer.write_all(reply.as_bytes()).await?;
             writer.flush().await?;

@@ -283,6 +283,25 @@ pub struct ConnSlot {
 
 // === server ===
 
+/// A span per gRPC request; a caller's W3C `traceparent` metadata makes it a child of the
+/// caller's span, so the caller's trace continues here.
+fn request_span(request: &tonic::codegen::http::Request<()>, node_id: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.request",
+        node.id = %node_id,
+        rpc.system = "grpc",
+        rpc.method = %request.uri().path(),
+    );
+    if let Some(parent) = request
+        .headers()
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+    {
+        crate::telemetry::TraceParent::parse(parent).adopt(&span);
+    }
+    span
+}
+
 /// Serves the `Mesh` and `Work` services on every connection from `incoming` until `cancel`
 /// fires; then tells clients to go away (HTTP/2 GOAWAY), ends every streaming handler and
 /// returns once the connections are closed. The daemon bounds that wait with its shutdown
@@ -297,6 +316,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     use receptor_proto::v1::mesh_server::MeshServer;
     use receptor_proto::v1::work_server::WorkServer;
+    let node_id = ops.node().id().to_string();
     let mesh = MeshServer::new(MeshService::new(ops.clone(), cancel.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -312,6 +332,7 @@ pub async fn serve(
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
+        .trace_fn(move |request| request_span(request, &node_id))
         .add_service(mesh)
         .add_service(work)
         .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())

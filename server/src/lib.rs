@@ -10,6 +10,7 @@
 //! - [`tls`]: `tls-server` / `tls-client` files loaded into the mesh's TLS configurations.
 //! - [`certs`]: the `cert-init`, `cert-makereq` and `cert-signreq` utilities.
 //! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
+//! - [`telemetry`]: the log subscriber, OTLP export of spans, W3C trace context.
 //! - `gojson`: JSON written as Go writes it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -21,6 +22,7 @@ mod gojson;
 pub mod grpc;
 pub mod ops;
 pub mod services;
+pub mod telemetry;
 pub mod tls;
 pub mod work;
 

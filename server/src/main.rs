@@ -1,13 +1,13 @@
 //! `receptor`: parse the command line, set up logging, run the daemon until a signal.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use receptor_server::certs;
-use receptor_server::config::{self, Config, Invocation, LogLevel};
+use receptor_server::config::{self, Config, Invocation};
 use receptor_server::daemon::Daemon;
 use receptor_server::error_chain;
+use receptor_server::telemetry::{self, Settings};
 
 /// The configuration `receptor --default-config` runs.
 const DEFAULT_CONFIG: &str = include_str!("../../deploy/default.yaml");
@@ -37,7 +37,14 @@ fn main() -> ExitCode {
     if !unsupported.is_empty() {
         return report(&unsupported);
     }
-    init_logging(config.log_level);
+    let one_shot = config.cert_command.is_some() || config.command_runner.is_some();
+    if one_shot || !config.has_backends() {
+        // Utilities and the command runner never export: they would each start an exporter.
+        if let Err(error) = telemetry::init(config.log_level, None) {
+            println!("Error: {}", error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(command) = &config.cert_command {
         // An exclusive utility: run it and exit.
         let stdin = std::io::stdin();
@@ -69,7 +76,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(config))
+    // The OTLP exporter's gRPC channel lives on the runtime.
+    let settings = Settings::resolve(&config, |name| std::env::var(name).ok());
+    let telemetry =
+        match runtime.block_on(async { telemetry::init(config.log_level, settings.as_ref()) }) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                println!("Error: {}", error_chain(&error));
+                return ExitCode::FAILURE;
+            }
+        };
+    let code = runtime.block_on(run(config));
+    // After the daemon stopped, so that its last spans (sessions, units) are in the flush.
+    telemetry.shutdown(telemetry::SHUTDOWN_DEADLINE);
+    code
 }
 
 /// Go prints configuration errors as `Error: ...` on stdout and exits 1; we list them all.
@@ -119,20 +139,4 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
-}
-
-fn init_logging(level: LogLevel) {
-    let level = match level {
-        LogLevel::Error => "error",
-        LogLevel::Warning => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-    };
-    // Our crates log at the configured level; dependencies only report warnings and worse.
-    let filter = format!("warn,receptor={level},receptor_mesh={level},receptor_server={level}");
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout)
-        .init();
 }

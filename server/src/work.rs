@@ -43,6 +43,7 @@ use futures_util::StreamExt;
 use receptor_mesh::wire::WorkCommand;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use self::remote::{
     DEFAULT_REMOTE_UNREACHABLE_TIMEOUT, DialFailure, DialFuture, MeshConn, MeshDialer,
@@ -93,6 +94,9 @@ pub struct SubmitRequest {
     pub sign_work: bool,
     /// `signature`, empty when absent.
     pub signature: String,
+    /// `traceparent` (Rust extension, never a work parameter): the W3C trace context of the
+    /// submitting node's span, the parent of this unit's spans.
+    pub trace_parent: Option<String>,
 }
 
 /// What `submit` reports once the worker was started.
@@ -682,6 +686,34 @@ impl WorkEngine {
         request: SubmitRequest,
         caller: Caller,
     ) -> Result<Submission, WorkError> {
+        // The root of a unit's trace on this node (a child of the submitting node's span for
+        // remote work); it lasts until the worker started.
+        let span = tracing::info_span!(
+            "work.unit",
+            node.id = %self.inner.node_id,
+            work.unit_id = tracing::field::Empty,
+            work.type = %request.work_type,
+            work.node = %request.node,
+            work.payload_bytes = tracing::field::Empty,
+        );
+        if let Some(parent) = &request.trace_parent {
+            crate::telemetry::TraceParent::parse(parent).adopt(&span);
+        }
+        let unit = self
+            .allocate_submitted(request, caller)
+            .instrument(span.clone())
+            .await?;
+        span.record("work.unit_id", unit.id().as_str());
+        unit.set_trace(crate::telemetry::TraceParent::of(&span));
+        Submission::open(self.clone(), unit, span).await
+    }
+
+    /// [`WorkEngine::submit`] up to the allocated unit.
+    async fn allocate_submitted(
+        &self,
+        request: SubmitRequest,
+        caller: Caller,
+    ) -> Result<Arc<Unit>, WorkError> {
         let worker = self.inner.types.get(&request.work_type).cloned();
         self.check_signature(
             worker.as_ref().is_some_and(|w| w.verify_signature()),
@@ -697,10 +729,9 @@ impl WorkEngine {
                 .prepare_submit(&request)
                 .map_err(|e| WorkError::Params(e.0))?;
             let worker: Arc<dyn Worker> = Arc::clone(&self.inner.remote) as Arc<dyn Worker>;
-            let unit = self
+            return self
                 .allocate(worker, Status::created(REMOTE_WORK_TYPE, Some(extra_data)))
-                .await?;
-            return Submission::open(self.clone(), unit).await;
+                .await;
         }
         if !request.ttl.is_empty() {
             return Err(WorkError::TtlForLocalWork);
@@ -711,13 +742,11 @@ impl WorkEngine {
         let extra_data = worker
             .prepare(&request.params)
             .map_err(|e| WorkError::Params(e.0))?;
-        let unit = self
-            .allocate(
-                Arc::clone(&worker),
-                Status::created(&request.work_type, extra_data),
-            )
-            .await?;
-        Submission::open(self.clone(), unit).await
+        self.allocate(
+            Arc::clone(&worker),
+            Status::created(&request.work_type, extra_data),
+        )
+        .await
     }
 
     /// Creates a unit directory with a fresh ID and its first status, and indexes it. An ID
@@ -817,15 +846,21 @@ impl WorkEngine {
         caller: Caller,
     ) -> Result<Outcome, WorkError> {
         let unit = self.find(unit).await?;
-        self.check_unit_signature(&unit, signature, caller)?;
-        let _op = unit.op_lock.lock().await;
-        match unit.worker() {
-            Some(worker) => worker
-                .cancel(&unit)
-                .await
-                .map_err(|e| WorkError::Worker(e.0)),
-            None => Ok(Outcome::Done),
+        let span = tracing::info_span!("work.cancel", work.unit_id = %unit.id());
+        unit.join_trace(&span);
+        async {
+            self.check_unit_signature(&unit, signature, caller)?;
+            let _op = unit.op_lock.lock().await;
+            match unit.worker() {
+                Some(worker) => worker
+                    .cancel(&unit)
+                    .await
+                    .map_err(|e| WorkError::Worker(e.0)),
+                None => Ok(Outcome::Done),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Releases a unit: cancels it, deletes its directory and forgets it. `force` ignores
@@ -846,54 +881,61 @@ impl WorkEngine {
         caller: Caller,
     ) -> Result<Outcome, WorkError> {
         let unit = self.find(unit).await?;
-        self.check_unit_signature(&unit, signature, caller)?;
-        let _op = unit.op_lock.lock().await;
-        if unit.is_released() {
-            return Ok(Outcome::Done);
-        }
-        let prepared = match unit.worker() {
-            Some(worker) => worker.release(&unit, force).await,
-            None => Ok(Outcome::Done),
-        };
-        match prepared {
-            Ok(Outcome::Pending) => return Ok(Outcome::Pending),
-            Ok(Outcome::Done) => {}
-            Err(error) if !force => return Err(WorkError::Worker(error.0)),
-            Err(error) => {
-                tracing::warn!(unit = %unit.id(), %error, "force-release: cancel failed, deleting anyway");
+        let span =
+            tracing::info_span!("work.release", work.unit_id = %unit.id(), work.force = force);
+        unit.join_trace(&span);
+        async {
+            self.check_unit_signature(&unit, signature, caller)?;
+            let _op = unit.op_lock.lock().await;
+            if unit.is_released() {
+                return Ok(Outcome::Done);
             }
-        }
-        unit.abort_input.cancel();
-        let attempts = if force { 1 } else { 3 };
-        let mut result = Ok(());
-        for attempt in 1..=attempts {
-            let dir = unit.dir().to_owned();
-            result = blocking(move || match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            })
-            .await;
-            match &result {
-                Ok(()) => break,
-                Err(error) if attempt < attempts => {
-                    tracing::warn!(unit = %unit.id(), %error, "cannot remove unit directory, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let prepared = match unit.worker() {
+                Some(worker) => worker.release(&unit, force).await,
+                None => Ok(Outcome::Done),
+            };
+            match prepared {
+                Ok(Outcome::Pending) => return Ok(Outcome::Pending),
+                Ok(Outcome::Done) => {}
+                Err(error) if !force => return Err(WorkError::Worker(error.0)),
+                Err(error) => {
+                    tracing::warn!(unit = %unit.id(), %error, "force-release: cancel failed, deleting anyway");
                 }
-                Err(_) => {}
             }
-        }
-        if let Err(error) = result {
-            if !force {
-                return Err(WorkError::io(
-                    format!("cannot remove {}", unit.dir().display()),
-                    error,
-                ));
+            unit.abort_input.cancel();
+            let attempts = if force { 1 } else { 3 };
+            let mut result = Ok(());
+            for attempt in 1..=attempts {
+                let dir = unit.dir().to_owned();
+                result = blocking(move || match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+                .await;
+                match &result {
+                    Ok(()) => break,
+                    Err(error) if attempt < attempts => {
+                        tracing::warn!(unit = %unit.id(), %error, "cannot remove unit directory, retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(_) => {}
+                }
             }
-            tracing::warn!(unit = %unit.id(), %error, "force-release: directory not removed");
+            if let Err(error) = result {
+                if !force {
+                    return Err(WorkError::io(
+                        format!("cannot remove {}", unit.dir().display()),
+                        error,
+                    ));
+                }
+                tracing::warn!(unit = %unit.id(), %error, "force-release: directory not removed");
+            }
+            unit.mark_released();
+            self.units().remove(unit.id());
+            Ok(Outcome::Done)
         }
-        unit.mark_released();
-        self.units().remove(unit.id());
-        Ok(Outcome::Done)
+        .instrument(span)
+        .await
     }
 
     /// Starts the retention sweeper (`node.workretention`): every so often, units that

@@ -100,7 +100,7 @@ impl Node {
 }
 
 /// A channel over a Unix socket (the URI is a placeholder; the connector decides).
-async fn unix_channel(path: PathBuf) -> Result<Channel> {
+pub(crate) async fn unix_channel(path: PathBuf) -> Result<Channel> {
     let channel = Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();

@@ -13,4 +13,5 @@ mod proxy;
 mod receptorctl_rs;
 mod reload;
 mod remote;
+mod telemetry;
 mod work;

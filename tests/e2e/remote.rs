@@ -17,7 +17,7 @@ const LONG: Duration = Duration::from_secs(300);
 const LINES: usize = 60;
 
 /// A node's YAML: its own socket and data dir, optional listener and peers.
-fn node_yaml(dir: &Path, id: &str, listen: bool, peers: &[&str], extra: &str) -> String {
+pub(crate) fn node_yaml(dir: &Path, id: &str, listen: bool, peers: &[&str], extra: &str) -> String {
     let mut yaml = format!(
         "- node:\n    id: {id}\n    datadir: {d}/{id}-data\n    remoteunreachabletimeout: 4s\n\
          - log-level: info\n\
@@ -39,7 +39,7 @@ fn node_yaml(dir: &Path, id: &str, listen: bool, peers: &[&str], extra: &str) ->
     yaml
 }
 
-fn socket(dir: &Path, id: &str) -> PathBuf {
+pub(crate) fn socket(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.sock"))
 }
 
@@ -68,7 +68,7 @@ async fn ctl_with_stdin(socket: &Path, args: &[&str], stdin: &[u8]) -> Result<Ct
 }
 
 /// Waits until `from` sees `to`'s control service.
-async fn wait_sees(from: &Path, to: &str) -> Result<()> {
+pub(crate) async fn wait_sees(from: &Path, to: &str) -> Result<()> {
     wait_for(&format!("{} to see {to}", from.display()), LONG, || {
         let socket = from.to_owned();
         let to = to.to_owned();
@@ -83,7 +83,7 @@ async fn wait_sees(from: &Path, to: &str) -> Result<()> {
     .await
 }
 
-fn unit_id(out: &CtlOutput) -> Result<String> {
+pub(crate) fn unit_id(out: &CtlOutput) -> Result<String> {
     out.stdout
         .lines()
         .find_map(|l| l.strip_prefix("Unit ID: "))
@@ -91,7 +91,7 @@ fn unit_id(out: &CtlOutput) -> Result<String> {
         .with_context(|| format!("no unit id in {out:?}"))
 }
 
-async fn unit_status(socket: &Path, unit: &str) -> Result<serde_json::Value> {
+pub(crate) async fn unit_status(socket: &Path, unit: &str) -> Result<serde_json::Value> {
     let out = receptorctl(socket, &["work", "list", "--unit_id", unit]).await?;
     if out.code != Some(0) {
         bail!("work list failed: {out:?}");
@@ -100,7 +100,7 @@ async fn unit_status(socket: &Path, unit: &str) -> Result<serde_json::Value> {
     Ok(list[unit].clone())
 }
 
-async fn wait_state(
+pub(crate) async fn wait_state(
     socket: &Path,
     unit: &str,
     state: &str,

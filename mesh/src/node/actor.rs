@@ -70,6 +70,8 @@ struct Peer {
     next_initial: Instant,
     /// Send our advertisements on the next flood (new links learn services at once).
     needs_ads: bool,
+    /// `mesh.session`: open as long as the session, a root of its own trace.
+    span: tracing::Span,
 }
 
 struct LocalService {
@@ -235,7 +237,15 @@ impl NodeActor {
         let now = Instant::now();
         if self.next_recompute.is_some_and(|t| t <= now) {
             self.next_recompute = None;
+            let span = tracing::info_span!(
+                parent: None,
+                "mesh.routing.update",
+                node.id = %self.id,
+                mesh.routes = tracing::field::Empty,
+            );
+            let _entered = span.enter();
             self.routing.recompute();
+            span.record("mesh.routes", self.routing.routes().len());
             self.topology_changed();
             tracing::debug!(routes = ?self.routing.routes(), "routing table recomputed");
         }
@@ -303,6 +313,16 @@ impl NodeActor {
         let sid = self.next_session;
         self.next_session += 1;
         tracing::debug!(session = sid, kind = session.info.kind, remote = %session.info.remote_addr, "new session");
+        // A root, not a child of the node's span: a session can last as long as the node.
+        let span = tracing::info_span!(
+            parent: None,
+            "mesh.session",
+            node.id = %self.id,
+            backend.kind = session.info.kind,
+            peer.addr = %session.info.remote_addr,
+            peer.id = tracing::field::Empty,
+            mesh.close_reason = tracing::field::Empty,
+        );
         let stream = ReceiverStream::new(session.inbound)
             .map(Some)
             .chain(tokio_stream::once(None));
@@ -319,6 +339,7 @@ impl NodeActor {
                 initial_sent: 0,
                 next_initial: Instant::now(),
                 needs_ads: true,
+                span,
             },
         );
         self.send_initial(sid);
@@ -354,6 +375,7 @@ impl NodeActor {
         let Some(peer) = self.peers.remove(&sid) else {
             return;
         };
+        peer.span.record("mesh.close_reason", why);
         // Dropping `peer.outbound` lets the pump flush what is queued and close the transport.
         if let Some(remote) = peer.remote {
             if self.connections.get(&remote) == Some(&sid) {
@@ -465,6 +487,7 @@ impl NodeActor {
         if let Some(peer) = self.peers.get_mut(&sid) {
             peer.remote = Some(remote.clone());
             peer.cost = cost;
+            peer.span.record("peer.id", remote.as_str());
         }
         self.learn_name(&remote);
         self.connections.insert(remote.clone(), sid);

@@ -476,6 +476,48 @@ impl ControlServiceConfig {
     }
 }
 
+/// `telemetry` (Rust only): OpenTelemetry trace export. Unset params are left to the
+/// standard `OTEL_*` variables (see [`crate::telemetry`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector URL.
+    pub endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<String>,
+    /// Ratio of new traces sampled, in `0..=1`.
+    pub sample_ratio: Option<f64>,
+}
+
+impl TelemetryConfig {
+    pub(crate) fn from_raw(raw: &RawEntity, problems: &mut Vec<Problem>) -> Self {
+        let endpoint = raw.opt_string("endpoint");
+        if let Some(endpoint) = &endpoint
+            && !endpoint.starts_with("http://")
+        {
+            problems.push(raw.problem(
+                Some("endpoint"),
+                format!(
+                    "endpoint {endpoint:?} must be an http:// URL (TLS to the collector is not supported yet)"
+                ),
+            ));
+        }
+        let sample_ratio = raw.float("sampleratio");
+        if let Some(ratio) = sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            problems.push(raw.problem(
+                Some("sampleratio"),
+                format!("sampleratio {ratio} is not between 0 and 1"),
+            ));
+        }
+        Self {
+            endpoint,
+            service_name: raw.opt_string("servicename"),
+            sample_ratio,
+        }
+    }
+}
+
 /// `grpc-service` (Rust only): the gRPC control API on a Unix socket and/or TCP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcServiceConfig {

@@ -306,6 +306,29 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
     )
     .singleton(),
     e("trace", Section::Core, "Enable packet tracing output (no effect)", &[]).singleton(),
+    // --- telemetry (Rust extension) ---
+    e(
+        "telemetry",
+        Section::Core,
+        "Export OpenTelemetry traces over OTLP/gRPC (Rust extension); OTEL_* variables fill what is not set",
+        &[
+            p(
+                "endpoint",
+                Kind::Str,
+                "OTLP/gRPC collector URL, e.g. http://127.0.0.1:4317",
+            )
+            .note("$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4317"),
+            p("servicename", Kind::Str, "service.name of the exported spans")
+                .note("$OTEL_SERVICE_NAME or receptor"),
+            p(
+                "sampleratio",
+                Kind::Float,
+                "Fraction of new traces to sample, 0 to 1 (remote parents decide for their traces)",
+            )
+            .note("$OTEL_TRACES_SAMPLER or 1"),
+        ],
+    )
+    .singleton(),
     // --- TLS ---
     e(
         "tls-server",

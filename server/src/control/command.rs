@@ -73,6 +73,8 @@ const SUBMIT_RESERVED: &[&str] = &[
     "ttl",
     "signwork",
     "signature",
+    // Rust extension: the submitting node's trace context (telemetry), not a parameter.
+    "traceparent",
 ];
 
 /// The outcome of parsing a line: a command, or the `ERROR:` lines to answer with.
@@ -80,6 +82,33 @@ const SUBMIT_RESERVED: &[&str] = &[
 pub(crate) enum Parsed {
     Command(Command),
     Errors(Vec<String>),
+}
+
+impl Parsed {
+    /// The command's name, for spans: `status`, `work submit`, ...; `invalid` for errors.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Parsed::Errors(_) => "invalid",
+            Parsed::Command(command) => match command {
+                Command::Status { .. } => "status",
+                Command::Ping { .. } => "ping",
+                Command::Traceroute { .. } => "traceroute",
+                Command::Reload => "reload",
+                Command::Grpc => "grpc",
+                Command::Connect { .. } => "connect",
+                Command::Work(work) => match work {
+                    WorkCommand::List { .. } => "work list",
+                    WorkCommand::Status { .. } => "work status",
+                    WorkCommand::Watch { .. } => "work watch",
+                    WorkCommand::Submit(_) => "work submit",
+                    WorkCommand::Results { .. } => "work results",
+                    WorkCommand::Cancel { .. } => "work cancel",
+                    WorkCommand::Release { force: false, .. } => "work release",
+                    WorkCommand::Release { force: true, .. } => "work force-release",
+                },
+            },
+        }
+    }
 }
 
 const UNKNOWN: &str = "Unknown command";
@@ -257,6 +286,7 @@ fn work_json(object: &Map<String, Value>) -> Result<WorkCommand, String> {
                 ttl: optional("ttl").unwrap_or_default(),
                 sign_work: optional("signwork").as_deref() == Some("true"),
                 signature: optional("signature").unwrap_or_default(),
+                trace_parent: optional("traceparent"),
             }))
         }
         "status" | "watch" | "cancel" | "release" | "force-release" => {
@@ -765,7 +795,7 @@ mod tests {
         );
         assert_eq!(
             work(
-                r#"{"command":"work","subcommand":"Submit","node":"n","worktype":"t","params":"-x","secret_a":"s","tlsclient":"c","ttl":"1m","signwork":"true","signature":"sig"}"#
+                r#"{"command":"work","subcommand":"Submit","node":"n","worktype":"t","params":"-x","secret_a":"s","tlsclient":"c","ttl":"1m","signwork":"true","signature":"sig","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
             ),
             WorkCommand::Submit(SubmitRequest {
                 node: "n".into(),
@@ -779,6 +809,10 @@ mod tests {
                 ttl: "1m".into(),
                 sign_work: true,
                 signature: "sig".into(),
+                // Reserved: the trace context, never a work parameter.
+                trace_parent: Some(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()
+                ),
             })
         );
         let maybe = work(

@@ -83,6 +83,10 @@ impl pb::work_server::Work for WorkService {
                 .map(go_duration)
                 .map_err(|_| invalid("header.ttl must not be negative"))?,
         };
+        let mut params: std::collections::BTreeMap<String, String> =
+            header.params.into_iter().collect();
+        // Reserved as in a classic submit; the request's metadata is the usual carrier.
+        let trace_parent = params.remove(crate::telemetry::TRACEPARENT);
         let submit = crate::work::SubmitRequest {
             node: if header.node.is_empty() {
                 "localhost".to_owned()
@@ -90,11 +94,12 @@ impl pb::work_server::Work for WorkService {
                 header.node
             },
             work_type: header.work_type,
-            params: header.params.into_iter().collect(),
+            params,
             tls_client: header.tls_client,
             ttl,
             sign_work: header.sign_work,
             signature: header.signature,
+            trace_parent,
         };
         let mut submission = self
             .ops

@@ -24,6 +24,7 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::status::State;
 use super::unit::Unit;
@@ -187,27 +188,41 @@ impl CommandWorker {
         let monitored = Arc::clone(unit);
         let runners = Arc::clone(&self.runners);
         let mut dir = spawner.dirs.watch(unit.dir());
-        spawner.spawn(async move {
-            let mut stamp = None;
-            let exit = loop {
-                dir.mark_seen();
-                stamp = monitored.reload_if_changed(stamp).await;
-                tokio::select! {
-                    status = child.wait() => break status,
-                    () = dir.changed() => {}
-                }
-            };
-            let how = match &exit {
-                Ok(status) => super::runner::process_state_text(*status),
-                Err(error) => format!("wait failed: {error}"),
-            };
-            runner_gone(&monitored, &format!("command runner exited ({how})")).await;
-            let _ = exited_tx.send(true);
-            runners
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(monitored.id().as_str());
-        });
+        // Lasts while the command runs: its duration is the unit's run time.
+        let span = tracing::info_span!(
+            "work.run",
+            work.unit_id = %unit.id(),
+            work.type = %unit.status().work_type,
+            process.pid = pid,
+            work.state = tracing::field::Empty,
+        );
+        unit.join_trace(&span);
+        let run_span = span.clone();
+        spawner.spawn(
+            async move {
+                let mut stamp = None;
+                let exit = loop {
+                    dir.mark_seen();
+                    stamp = monitored.reload_if_changed(stamp).await;
+                    tokio::select! {
+                        status = child.wait() => break status,
+                        () = dir.changed() => {}
+                    }
+                };
+                let how = match &exit {
+                    Ok(status) => super::runner::process_state_text(*status),
+                    Err(error) => format!("wait failed: {error}"),
+                };
+                runner_gone(&monitored, &format!("command runner exited ({how})")).await;
+                run_span.record("work.state", monitored.status().state.name());
+                let _ = exited_tx.send(true);
+                runners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(monitored.id().as_str());
+            }
+            .instrument(span),
+        );
         Ok(StartOutcome::Started)
     }
 

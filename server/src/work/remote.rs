@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::signing::Signer;
 use super::status::{FILE_MODE, State};
@@ -516,7 +517,10 @@ impl RemoteWorker {
 
     fn spawn_monitors(&self, unit: &Arc<Unit>) {
         let token = self.new_job(unit);
-        let task = monitor(Arc::clone(&self.ctx), Arc::clone(unit), token.clone());
+        // Lasts while the remote unit runs and its results come back.
+        let span = tracing::info_span!("work.run", work.unit_id = %unit.id(), work.type = super::REMOTE_WORK_TYPE);
+        unit.join_trace(&span);
+        let task = monitor(Arc::clone(&self.ctx), Arc::clone(unit), token.clone()).instrument(span);
         self.spawn_job(unit, token, task);
     }
 
@@ -740,9 +744,23 @@ async fn expire(unit: &Arc<Unit>, at: SystemTime) {
     fail(unit, format!("Work unit expired on {}", go_stamp(at))).await;
 }
 
-/// One submission attempt (§1.5 "submit").
+/// One submission attempt (§1.5 "submit"), in a `work.transfer` span of the unit's trace
+/// whose context goes to the remote node (`traceparent`), so its spans join the trace.
 async fn submit_once(ctx: &Ctx, unit: &Arc<Unit>) -> Result<(), Failure> {
+    let span = tracing::info_span!(
+        "work.transfer",
+        work.unit_id = %unit.id(),
+        peer.id = tracing::field::Empty,
+        work.remote_unit_id = tracing::field::Empty,
+    );
+    unit.join_trace(&span);
+    submit_once_in_span(ctx, unit).instrument(span).await
+}
+
+async fn submit_once_in_span(ctx: &Ctx, unit: &Arc<Unit>) -> Result<(), Failure> {
     let extra = extra_of(unit).map_err(|e| Failure::Remote(e.0))?;
+    let span = tracing::Span::current();
+    span.record("peer.id", extra.remote_node.as_str());
     let signature = ctx.signature(&extra)?;
     let mut request = serde_json::Map::new();
     for (key, value) in &extra.remote_params {
@@ -756,6 +774,11 @@ async fn submit_once(ctx: &Ctx, unit: &Arc<Unit>) -> Result<(), Failure> {
     if let Some(signature) = signature {
         request.insert("signature".into(), signature.into());
     }
+    // Only with telemetry on: otherwise the request is exactly Go's. A Go executor takes it
+    // as one more work parameter, which its command and kubernetes workers ignore.
+    if let Some(parent) = crate::telemetry::TraceParent::of(&span).header() {
+        request.insert(crate::telemetry::TRACEPARENT.into(), parent.into());
+    }
     let mut stdin = tokio::fs::File::open(unit.stdin_path())
         .await
         .map_err(|e| Failure::Remote(format!("cannot read stdin: {}", super::go_io_error(&e))))?;
@@ -767,6 +790,7 @@ async fn submit_once(ctx: &Ctx, unit: &Arc<Unit>) -> Result<(), Failure> {
     let id = regex_id(&reply)
         .ok_or_else(|| Failure::Remote(format!("could not parse response: {reply}")))?;
     let remote_id = id.to_owned();
+    span.record("work.remote_unit_id", remote_id.as_str());
     update_extra(unit, move |e| e.remote_unit_id = remote_id)
         .await
         .map_err(|e| Failure::Remote(e.0))?;
@@ -1189,7 +1213,11 @@ async fn fetcher(
             }
         }
         changes.borrow_and_update();
-        match fetch_once(ctx, extra, mirror, token, &mut file, &mut local).await {
+        let span = tracing::info_span!("work.fetch", work.start_pos = local);
+        match fetch_once(ctx, extra, mirror, token, &mut file, &mut local)
+            .instrument(span)
+            .await
+        {
             Ok(()) => backoff = Backoff::new(),
             Err(failure) => {
                 tracing::debug!(unit = %unit.id(), error = %failure.text(), "results fetch interrupted");

@@ -47,12 +47,18 @@ pub struct ResultStream {
     done: bool,
     /// Wait for more output until the unit is done; `false` stops at the current end.
     follow: bool,
+    /// `work.results`: open while the stream is, so its duration is the transfer's.
+    _span: tracing::Span,
 }
 
 impl ResultStream {
     pub(super) fn new(unit: Arc<Unit>, start: u64, dir: DirWatch) -> Self {
         let rx = unit.subscribe();
+        let span =
+            tracing::info_span!("work.results", work.unit_id = %unit.id(), work.start_pos = start);
+        unit.join_trace(&span);
         Self {
+            _span: span,
             unit,
             rx,
             file: None,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 use super::status::{FILE_MODE, State};
 use super::unit::Unit;
@@ -23,10 +24,16 @@ pub struct Submission {
     stdin: Option<tokio::fs::File>,
     received: u64,
     finished: bool,
+    /// The unit's `work.unit` span: the payload is received in it, the start is its child.
+    span: tracing::Span,
 }
 
 impl Submission {
-    pub(super) async fn open(engine: WorkEngine, unit: Arc<Unit>) -> Result<Self, WorkError> {
+    pub(super) async fn open(
+        engine: WorkEngine,
+        unit: Arc<Unit>,
+        span: tracing::Span,
+    ) -> Result<Self, WorkError> {
         let path = unit.stdin_path();
         let opened = tokio::fs::OpenOptions::new()
             .create(true)
@@ -56,6 +63,7 @@ impl Submission {
             stdin: Some(stdin),
             received: 0,
             finished: false,
+            span,
         })
     }
 
@@ -79,6 +87,14 @@ impl Submission {
     /// # Cancel safety
     /// Not cancel safe: bytes read but not yet written are lost. Drop the submission instead.
     pub async fn receive<R: AsyncRead + Unpin>(
+        &mut self,
+        payload: &mut R,
+    ) -> Result<u64, WorkError> {
+        let span = self.span.clone();
+        self.receive_in_span(payload).instrument(span).await
+    }
+
+    async fn receive_in_span<R: AsyncRead + Unpin>(
         &mut self,
         payload: &mut R,
     ) -> Result<u64, WorkError> {
@@ -155,7 +171,14 @@ impl Submission {
     /// # Errors
     /// Storing the payload or starting failed (the unit is then Failed with Go's detail), or
     /// the unit was cancelled or released meanwhile.
-    pub async fn start(mut self) -> Result<StartOutcome, WorkError> {
+    pub async fn start(self) -> Result<StartOutcome, WorkError> {
+        self.span.record("work.payload_bytes", self.received);
+        let span =
+            tracing::info_span!(parent: &self.span, "work.start", work.unit_id = %self.unit.id());
+        self.start_in_span().instrument(span).await
+    }
+
+    async fn start_in_span(mut self) -> Result<StartOutcome, WorkError> {
         self.finished = true;
         if let Some(mut stdin) = self.stdin.take() {
             let synced = async {

@@ -110,6 +110,9 @@ pub(crate) struct Unit {
     pub(crate) abort_input: CancellationToken,
     /// The engine's change feed ([`super::WorkEngine::watch`]).
     events: broadcast::Sender<WorkEvent>,
+    /// The context of the unit's `work.unit` span, set at submission (not persisted: after
+    /// a restart the unit's operations start new traces).
+    trace: std::sync::OnceLock<crate::telemetry::TraceParent>,
 }
 
 impl Unit {
@@ -134,7 +137,21 @@ impl Unit {
             op_lock: tokio::sync::Mutex::new(()),
             abort_input: CancellationToken::new(),
             events,
+            trace: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records the context of the unit's `work.unit` span; later operations join its trace.
+    pub(crate) fn set_trace(&self, parent: crate::telemetry::TraceParent) {
+        let _ = self.trace.set(parent);
+    }
+
+    /// Makes `span` (not yet entered) part of the unit's trace, so that the whole life of a
+    /// unit (submit, run, results, release) is one trace whichever request started each step.
+    pub(crate) fn join_trace(&self, span: &tracing::Span) {
+        if let Some(parent) = self.trace.get() {
+            parent.adopt(span);
+        }
     }
 
     pub(crate) fn id(&self) -> &UnitId {
