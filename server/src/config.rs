@@ -35,6 +35,8 @@ pub use entities::{
     UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig,
     WorkSigningConfig, WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
 };
+/// The `metrics` entity (Rust only).
+pub use entities::MetricsConfig;
 use raw::{RawEntity, Source};
 
 /// What the command line asks for.
@@ -126,6 +128,8 @@ pub struct Config {
     pub control_services: Vec<ControlServiceConfig>,
     /// `grpc-service` entities (Rust only).
     pub grpc_services: Vec<GrpcServiceConfig>,
+    /// `metrics` (Rust only): the Prometheus endpoint; `None` serves nothing.
+    pub metrics: Option<MetricsConfig>,
     /// `work-command` entities.
     pub work_commands: Vec<WorkCommandConfig>,
     /// `work-kubernetes` entities.
@@ -389,6 +393,7 @@ fn assemble(
         ws_peers: Vec::new(),
         control_services: Vec::new(),
         grpc_services: Vec::new(),
+        metrics: None,
         work_commands: Vec::new(),
         work_kubernetes: Vec::new(),
         work_signing: None,
@@ -446,6 +451,7 @@ fn assemble(
                 .control_services
                 .push(ControlServiceConfig::from_raw(raw, p)),
             "grpc-service" => c.grpc_services.push(GrpcServiceConfig::from_raw(raw, p)),
+            "metrics" => c.metrics = Some(MetricsConfig::from_raw(raw, p)),
             "command-service" => c
                 .command_services
                 .push(CommandServiceConfig::from_raw(raw, p)),

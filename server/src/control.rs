@@ -411,7 +411,9 @@ where
         line.retain(|&b| b != b'\r' && b != b'\n');
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
-            let reply = match command::parse(&text) {
+            let parsed = command::parse(&text);
+            ops.count_request(crate::metrics::Frontend::Classic, parsed.metric_name());
+            let reply = match parsed {
                 Parsed::Command(Command::Connect { node, service, tls }) => {
                     match ops.connect(&node, &service, &tls).await {
                         Ok(stream) => {

@@ -44,6 +44,7 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
+        metrics: Default::default(),
     })?)
 }
 
@@ -526,6 +527,7 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
+        metrics: Default::default(),
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);

@@ -91,6 +91,16 @@ pub(crate) struct Snapshot {
     pub(crate) released: bool,
 }
 
+/// Where a unit reports its changes.
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    /// The engine's change feed ([`super::WorkEngine::watch`]).
+    pub(crate) events: broadcast::Sender<WorkEvent>,
+    pub(crate) metrics: crate::metrics::WorkMetrics,
+    /// When the unit was submitted, if that happened in this process (for its duration).
+    pub(crate) submitted_at: Option<tokio::time::Instant>,
+}
+
 /// One work unit in memory.
 #[derive(Debug)]
 pub(crate) struct Unit {
@@ -108,8 +118,7 @@ pub(crate) struct Unit {
     pub(crate) op_lock: tokio::sync::Mutex<()>,
     /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
     pub(crate) abort_input: CancellationToken,
-    /// The engine's change feed ([`super::WorkEngine::watch`]).
-    events: broadcast::Sender<WorkEvent>,
+    hooks: Hooks,
 }
 
 impl Unit {
@@ -118,7 +127,7 @@ impl Unit {
         dir: PathBuf,
         worker: Option<Arc<dyn Worker>>,
         status: Status,
-        events: broadcast::Sender<WorkEvent>,
+        hooks: Hooks,
     ) -> Arc<Self> {
         let file = StatusFile::new(&dir);
         Arc::new(Self {
@@ -133,7 +142,7 @@ impl Unit {
             write_lock: std::sync::Mutex::new(()),
             op_lock: tokio::sync::Mutex::new(()),
             abort_input: CancellationToken::new(),
-            events,
+            hooks,
         })
     }
 
@@ -166,6 +175,11 @@ impl Unit {
         self.snapshot.borrow().status.clone()
     }
 
+    /// The last known state (without copying the status).
+    pub(crate) fn state(&self) -> State {
+        self.snapshot.borrow().status.state
+    }
+
     pub(crate) fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.subscribe()
     }
@@ -185,14 +199,23 @@ impl Unit {
     }
 
     fn publish(&self, status: Status) {
+        let mut finished = None;
         let changed = self.snapshot.send_if_modified(|s| {
             if s.status == status {
                 false
             } else {
+                if !s.status.state.is_final() && status.state.is_final() {
+                    finished = Some(status.state);
+                }
                 s.status = status;
                 true
             }
         });
+        if let Some(state) = finished {
+            let work_type = self.worker.as_ref().map_or("unknown", |w| w.work_type());
+            let elapsed = self.hooks.submitted_at.map(|at| at.elapsed());
+            self.hooks.metrics.finished(work_type, state, elapsed);
+        }
         if changed {
             self.announce();
         }
@@ -200,8 +223,8 @@ impl Unit {
 
     /// Tells the engine's watchers about the current snapshot. Nobody listening is normal.
     fn announce(&self) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(WorkEvent {
+        if self.hooks.events.receiver_count() > 0 {
+            let _ = self.hooks.events.send(WorkEvent {
                 unit_id: self.id.to_string(),
                 status: super::unit_status(self),
                 released: self.is_released(),
