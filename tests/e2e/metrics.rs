@@ -282,12 +282,15 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     wait_for("the remote unit to succeed", WAIT, || {
         let (socket, unit) = (a_sock.clone(), unit_on_a.clone());
         async move {
-            let out = receptorctl(&socket, &["work", "status", &unit]).await.ok()?;
-            let status: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-            (status["State"] == 2).then_some(())
+            let out = receptorctl(&socket, &["work", "list", "--unit_id", &unit])
+                .await
+                .ok()?;
+            let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            (list[&unit]["StateName"] == "Succeeded").then_some(())
         }
     })
-    .await?;
+    .await
+    .with_context(|| format!("logs:\n{}\n{}", a.log(), c.log()))?;
     let results = receptorctl(&a_sock, &["work", "results", &unit]).await?;
     ok(&results)?;
     assert_eq!(results.stdout.trim_end(), payload);
