@@ -868,6 +868,7 @@ impl WorkEngine {
         let unit = self.find(unit).await?;
         self.check_unit_signature(&unit, signature, caller)?;
         let _op = unit.op_lock.lock().await;
+        let _cancelling = unit.cancelling();
         match unit.worker() {
             Some(worker) => worker
                 .cancel(&unit)
@@ -900,10 +901,12 @@ impl WorkEngine {
         if unit.is_released() {
             return Ok(Outcome::Done);
         }
+        let cancelling = unit.cancelling();
         let prepared = match unit.worker() {
             Some(worker) => worker.release(&unit, force).await,
             None => Ok(Outcome::Done),
         };
+        drop(cancelling);
         match prepared {
             Ok(Outcome::Pending) => return Ok(Outcome::Pending),
             Ok(Outcome::Done) => {}

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{broadcast, watch};
@@ -119,6 +120,28 @@ pub(crate) struct Unit {
     /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
     pub(crate) abort_input: CancellationToken,
     hooks: Hooks,
+    /// The unit was counted in `receptor_work_units_finished_total` (or was already final
+    /// when it came into memory): each unit is counted once, in its settled final state.
+    finish_counted: AtomicBool,
+    /// A cancel is in progress: a `Failed` written meanwhile (the killed runner's) is not the
+    /// outcome yet; see [`Unit::cancelling`].
+    cancelling: AtomicBool,
+}
+
+/// Marks a cancel in progress; see [`Unit::cancelling`].
+#[derive(Debug)]
+pub(crate) struct Cancelling<'a>(&'a Unit);
+
+impl Drop for Cancelling<'_> {
+    fn drop(&mut self) {
+        self.0.cancelling.store(false, Ordering::Relaxed);
+        // Count the outcome now if the cancel left the unit final without a countable write
+        // (e.g. it stayed `Failed`).
+        let state = self.0.state();
+        if state.is_final() {
+            self.0.count_finished(state);
+        }
+    }
 }
 
 impl Unit {
@@ -130,6 +153,7 @@ impl Unit {
         hooks: Hooks,
     ) -> Arc<Self> {
         let file = StatusFile::new(&dir);
+        let finish_counted = AtomicBool::new(status.state.is_final());
         Arc::new(Self {
             id,
             dir,
@@ -143,6 +167,8 @@ impl Unit {
             op_lock: tokio::sync::Mutex::new(()),
             abort_input: CancellationToken::new(),
             hooks,
+            finish_counted,
+            cancelling: AtomicBool::new(false),
         })
     }
 
@@ -198,23 +224,37 @@ impl Unit {
         }
     }
 
+    /// Marks a cancel (or release) in progress until the guard is dropped: a cancelled
+    /// runner may record `Failed` before the engine records `Canceled`, and only the latter
+    /// is the unit's outcome for the metrics.
+    pub(crate) fn cancelling(&self) -> Cancelling<'_> {
+        self.cancelling.store(true, Ordering::Relaxed);
+        Cancelling(self)
+    }
+
+    /// Counts the unit as finished in `state`, once.
+    fn count_finished(&self, state: State) {
+        if self.finish_counted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let work_type = self.worker.as_ref().map_or("unknown", |w| w.work_type());
+        let elapsed = self.hooks.submitted_at.map(|at| at.elapsed());
+        self.hooks.metrics.finished(work_type, state, elapsed);
+    }
+
     fn publish(&self, status: Status) {
-        let mut finished = None;
+        let state = status.state;
         let changed = self.snapshot.send_if_modified(|s| {
             if s.status == status {
                 false
             } else {
-                if !s.status.state.is_final() && status.state.is_final() {
-                    finished = Some(status.state);
-                }
                 s.status = status;
                 true
             }
         });
-        if let Some(state) = finished {
-            let work_type = self.worker.as_ref().map_or("unknown", |w| w.work_type());
-            let elapsed = self.hooks.submitted_at.map(|at| at.elapsed());
-            self.hooks.metrics.finished(work_type, state, elapsed);
+        let provisional = state == State::FAILED && self.cancelling.load(Ordering::Relaxed);
+        if changed && state.is_final() && !provisional {
+            self.count_finished(state);
         }
         if changed {
             self.announce();
