@@ -235,10 +235,7 @@ impl Histogram {
             cumulative += bucket.load(Ordering::Relaxed);
             buckets.push((*bound, cumulative));
         }
-        let overflow = core
-            .buckets
-            .last()
-            .map_or(0, |b| b.load(Ordering::Relaxed));
+        let overflow = core.buckets.last().map_or(0, |b| b.load(Ordering::Relaxed));
         HistogramSnapshot {
             buckets,
             sum: f64::from_bits(core.sum.load(Ordering::Relaxed)),
@@ -333,7 +330,11 @@ impl FamilyCore {
 
     fn snapshot(&self) -> FamilySnapshot {
         let labelled = |values: &[String]| -> Vec<(String, String)> {
-            self.labels.iter().cloned().zip(values.iter().cloned()).collect()
+            self.labels
+                .iter()
+                .cloned()
+                .zip(values.iter().cloned())
+                .collect()
         };
         let series = match &self.source {
             Source::Series(series) => lock(series)
@@ -479,7 +480,10 @@ impl Registry {
             if same {
                 return Arc::clone(existing);
             }
-            tracing::warn!(metric = name, "metric registered twice with different shapes; the second is not exported");
+            tracing::warn!(
+                metric = name,
+                "metric registered twice with different shapes; the second is not exported"
+            );
             return core;
         }
         families.push(Arc::clone(&core));
@@ -537,7 +541,14 @@ impl Registry {
         labels: &[&str],
         collect: impl Fn(Emit<'_>) + Send + Sync + 'static,
     ) {
-        self.family(name, help, Kind::Gauge, labels, &[], Some(Arc::new(collect)));
+        self.family(
+            name,
+            help,
+            Kind::Gauge,
+            labels,
+            &[],
+            Some(Arc::new(collect)),
+        );
     }
 
     /// Reads every family: **the single read path** for all exporters. Families come in
@@ -693,13 +704,21 @@ impl MeshMetrics {
                 "received",
                 "Netceptor messages received, by backend kind",
             ),
-            bytes_in: direction("bytes", "received", "Bytes of messages received, by backend kind"),
+            bytes_in: direction(
+                "bytes",
+                "received",
+                "Bytes of messages received, by backend kind",
+            ),
             messages_out: direction(
                 "messages",
                 "sent",
                 "Netceptor messages queued to peers, by backend kind",
             ),
-            bytes_out: direction("bytes", "sent", "Bytes of messages queued to peers, by backend kind"),
+            bytes_out: direction(
+                "bytes",
+                "sent",
+                "Bytes of messages queued to peers, by backend kind",
+            ),
         }
     }
 

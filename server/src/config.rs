@@ -25,6 +25,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+/// The `metrics` entity (Rust only).
+pub use entities::MetricsConfig;
 pub use entities::{
     CertCommand, CertInitConfig, CertMakeReqConfig, CertReqKey, CertSignReqConfig,
     CommandRunnerConfig, CommandServiceConfig, ControlServiceConfig, DEFAULT_DATADIR,
@@ -35,8 +37,6 @@ pub use entities::{
     UnixSocketClientConfig, UnixSocketServerConfig, WorkCommandConfig, WorkKubernetesConfig,
     WorkSigningConfig, WorkVerificationConfig, WsListenerConfig, WsPeerConfig,
 };
-/// The `metrics` entity (Rust only).
-pub use entities::MetricsConfig;
 use raw::{RawEntity, Source};
 
 /// What the command line asks for.

@@ -159,12 +159,20 @@ pub fn render_prometheus(families: &[FamilySnapshot]) -> String {
                 Value::Counter(v) => {
                     sample(&mut out, &family.name, &series.labels, None, &v.to_string());
                 }
-                Value::Gauge(v) => sample(&mut out, &family.name, &series.labels, None, &number(*v)),
+                Value::Gauge(v) => {
+                    sample(&mut out, &family.name, &series.labels, None, &number(*v))
+                }
                 Value::Histogram(h) => {
                     let bucket = format!("{}_bucket", family.name);
                     for (bound, count) in &h.buckets {
                         let le = number(*bound);
-                        sample(&mut out, &bucket, &series.labels, Some(&le), &count.to_string());
+                        sample(
+                            &mut out,
+                            &bucket,
+                            &series.labels,
+                            Some(&le),
+                            &count.to_string(),
+                        );
                     }
                     let count = h.count.to_string();
                     sample(&mut out, &bucket, &series.labels, Some("+Inf"), &count);
@@ -179,7 +187,13 @@ pub fn render_prometheus(families: &[FamilySnapshot]) -> String {
     out
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(String, String)], le: Option<&str>, value: &str) {
+fn sample(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    le: Option<&str>,
+    value: &str,
+) {
     out.push_str(name);
     if !labels.is_empty() || le.is_some() {
         out.push('{');
@@ -329,7 +343,12 @@ where
     let response = if complete {
         respond(&head, registry, path)
     } else if head.len() > MAX_REQUEST_HEAD {
-        reply(431, "Request Header Fields Too Large", "text/plain", "request head too large\n")
+        reply(
+            431,
+            "Request Header Fields Too Large",
+            "text/plain",
+            "request head too large\n",
+        )
     } else {
         return Ok(()); // the client went away mid-request
     };
@@ -447,20 +466,47 @@ receptor_test_seconds_count{t="x"} 3
     fn requests_are_routed_by_method_and_path() {
         let registry = Registry::new();
         registry.counter("x_total", "X").inc();
-        let ok = text(&respond(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n", &registry, "/metrics"));
+        let ok = text(&respond(
+            b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("Content-Type: text/plain; version=0.0.4"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
         assert!(ok.ends_with("x_total 1\n"), "{ok}");
-        let query = text(&respond(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", &registry, "/metrics"));
+        let query = text(&respond(
+            b"GET /metrics?x=1 HTTP/1.0\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(query.starts_with("HTTP/1.1 200 OK\r\n"), "{query}");
-        let missing = text(&respond(b"GET /other HTTP/1.1\r\n\r\n", &registry, "/metrics"));
+        let missing = text(&respond(
+            b"GET /other HTTP/1.1\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
-        let post = text(&respond(b"POST /metrics HTTP/1.1\r\n\r\n", &registry, "/metrics"));
+        let post = text(&respond(
+            b"POST /metrics HTTP/1.1\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
         assert!(post.contains("\r\nAllow: GET\r\n\r\nGET only\n"), "{post}");
-        let garbage = text(&respond(b"\x00\xff nonsense\r\n\r\n", &registry, "/metrics"));
+        let garbage = text(&respond(
+            b"\x00\xff nonsense\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
-        let head = text(&respond(b"HEAD /metrics HTTP/1.1\r\n\r\n", &registry, "/metrics"));
+        let head = text(&respond(
+            b"HEAD /metrics HTTP/1.1\r\n\r\n",
+            &registry,
+            "/metrics",
+        ));
         assert!(head.starts_with("HTTP/1.1 405 "), "{head}");
     }
 
@@ -468,7 +514,10 @@ receptor_test_seconds_count{t="x"} 3
     async fn huge_request_heads_are_refused() -> anyhow::Result<()> {
         let registry = Registry::new();
         let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let huge = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST_HEAD * 2));
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}",
+            "a".repeat(MAX_REQUEST_HEAD * 2)
+        );
         client.write_all(huge.as_bytes()).await?;
         handle(server, &registry, "/metrics").await?;
         let mut reply = String::new();
@@ -487,10 +536,14 @@ receptor_test_seconds_count{t="x"} 3
         let server = tokio::spawn(listener.serve(registry, cancel.clone()));
 
         let mut conn = TcpStream::connect(addr).await?;
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
         let mut body = String::new();
         tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut body)).await??;
-        assert!(body.contains("\r\n\r\n# HELP served_total Served\n"), "{body}");
+        assert!(
+            body.contains("\r\n\r\n# HELP served_total Served\n"),
+            "{body}"
+        );
         assert!(body.ends_with("served_total 2\n"), "{body}");
 
         // A client that connects and says nothing does not block the next one.

@@ -801,13 +801,7 @@ impl WorkEngine {
             }
         };
         let work_type = worker.work_type().to_owned();
-        let unit = Unit::new(
-            id,
-            dir,
-            Some(worker),
-            status.clone(),
-            self.unit_hooks(true),
-        );
+        let unit = Unit::new(id, dir, Some(worker), status.clone(), self.unit_hooks(true));
         if let Err(error) = unit.store(status).await {
             let _ = std::fs::remove_dir_all(unit.dir());
             return Err(WorkError::io(
@@ -1090,7 +1084,13 @@ impl WorkEngine {
             Err(LoadError::Missing(_)) => None,
             Ok(status) => {
                 let worker = self.inner.types.get(&status.work_type).cloned();
-                let unit = Unit::new(id.clone(), dir, worker.clone(), status, self.unit_hooks(false));
+                let unit = Unit::new(
+                    id.clone(),
+                    dir,
+                    worker.clone(),
+                    status,
+                    self.unit_hooks(false),
+                );
                 let mut problem = None;
                 if let Some(worker) = worker
                     && let Err(error) = worker.restart(&unit, &self.inner.spawner).await
@@ -1130,7 +1130,13 @@ impl WorkEngine {
                     work_type: String::new(),
                     extra_data: None,
                 };
-                let unit = Unit::new(id.clone(), dir, None, status.clone(), self.unit_hooks(false));
+                let unit = Unit::new(
+                    id.clone(),
+                    dir,
+                    None,
+                    status.clone(),
+                    self.unit_hooks(false),
+                );
                 if let Err(error) = unit.store(status).await {
                     tracing::error!(unit = %id, %error, "cannot rewrite the status file");
                 }

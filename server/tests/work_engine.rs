@@ -769,9 +769,22 @@ async fn unit_metrics_follow_finish_expiry_release_drop_and_recovery() -> Result
     assert_eq!(units_by_state(&first_registry), [0.0, 0.0, 1.0, 0.0, 0.0]);
     let cat = [("work_type", "cat")];
     let cat_ok = [("work_type", "cat"), ("state", "succeeded")];
-    assert_eq!(sample(&first_registry, "receptor_work_units_submitted_total", &cat), 1.0);
-    assert_eq!(sample(&first_registry, "receptor_work_units_finished_total", &cat_ok), 1.0);
-    assert_eq!(sample(&first_registry, "receptor_work_unit_duration_seconds", &cat), 1.0);
+    assert_eq!(
+        sample(&first_registry, "receptor_work_units_submitted_total", &cat),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &first_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&first_registry, "receptor_work_unit_duration_seconds", &cat),
+        1.0
+    );
 
     let running = submit(&first, "sleep", None, b"").await?;
     wait_state(&first, &running, |s| s.state == State::RUNNING).await?;
@@ -781,7 +794,14 @@ async fn unit_metrics_follow_finish_expiry_release_drop_and_recovery() -> Result
     let kept = submit(&first, "cat", None, b"kept").await?;
     wait_final(&first, &kept).await?;
     assert_eq!(units_by_state(&first_registry), [0.0, 1.0, 1.0, 0.0, 0.0]);
-    assert_eq!(sample(&first_registry, "receptor_work_units_finished_total", &cat_ok), 2.0);
+    assert_eq!(
+        sample(
+            &first_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        2.0
+    );
 
     // The engine goes away (daemon stop): its units are no longer counted.
     first.shutdown(WAIT).await;
@@ -796,7 +816,14 @@ async fn unit_metrics_follow_finish_expiry_release_drop_and_recovery() -> Result
     })?;
     second.recover().await;
     assert_eq!(units_by_state(&second_registry), [0.0, 1.0, 1.0, 0.0, 0.0]);
-    assert_eq!(sample(&second_registry, "receptor_work_units_finished_total", &cat_ok), 0.0);
+    assert_eq!(
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        0.0
+    );
 
     // Cancelling counts a canceled unit (not the `Failed` its killed runner records first);
     // releasing removes it from the gauge.
@@ -805,17 +832,29 @@ async fn unit_metrics_follow_finish_expiry_release_drop_and_recovery() -> Result
     assert_eq!(canceled.state, State::CANCELED, "{canceled:?}");
     let sleep_canceled = [("work_type", "sleep"), ("state", "canceled")];
     assert_eq!(
-        sample(&second_registry, "receptor_work_units_finished_total", &sleep_canceled),
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &sleep_canceled
+        ),
         1.0
     );
     let sleep_failed = [("work_type", "sleep"), ("state", "failed")];
     assert_eq!(
-        sample(&second_registry, "receptor_work_units_finished_total", &sleep_failed),
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &sleep_failed
+        ),
         0.0
     );
     // Recovered units have no submission time here: no duration is recorded for them.
     assert_eq!(
-        sample(&second_registry, "receptor_work_unit_duration_seconds", &[("work_type", "sleep")]),
+        sample(
+            &second_registry,
+            "receptor_work_unit_duration_seconds",
+            &[("work_type", "sleep")]
+        ),
         0.0
     );
     assert_eq!(units_by_state(&second_registry), [0.0, 0.0, 1.0, 0.0, 1.0]);

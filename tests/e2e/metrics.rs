@@ -162,11 +162,7 @@ async fn http_get(addr: &str, path: &str, method: &str) -> Result<(u16, String, 
         let (head, body) = response
             .split_once("\r\n\r\n")
             .context("no end of headers")?;
-        let code = head
-            .split(' ')
-            .nth(1)
-            .context("no status code")?
-            .parse()?;
+        let code = head.split(' ').nth(1).context("no status code")?.parse()?;
         anyhow::Ok((code, head.to_owned(), body.to_owned()))
     };
     tokio::time::timeout(HTTP, exchange)
@@ -203,9 +199,7 @@ fn node_yaml(dir: &Path, id: &str, listen: bool, peer: Option<&str>) -> String {
 
 /// The address the daemon's `metrics` endpoint bound to, read from its log.
 async fn metrics_addr(daemon: &Daemon) -> Result<String> {
-    daemon
-        .wait_log(r"metrics listener bound addr=(\S+)")
-        .await
+    daemon.wait_log(r"metrics listener bound addr=(\S+)").await
 }
 
 fn ok(out: &CtlOutput) -> Result<()> {
@@ -246,8 +240,14 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     let before_b = scrape(&b_metrics).await?;
     let before_c = scrape(&c_metrics).await?;
     assert_eq!(before_a.types["receptor_mesh_connections"], "gauge");
-    assert_eq!(before_a.types["receptor_mesh_messages_dropped_total"], "counter");
-    assert_eq!(before_a.types["receptor_work_unit_duration_seconds"], "histogram");
+    assert_eq!(
+        before_a.types["receptor_mesh_messages_dropped_total"],
+        "counter"
+    );
+    assert_eq!(
+        before_a.types["receptor_work_unit_duration_seconds"],
+        "histogram"
+    );
     assert_eq!(before_a.get("receptor_mesh_connections", &[]), 1.0);
     assert_eq!(before_b.get("receptor_mesh_connections", &[]), 2.0);
     assert_eq!(before_c.get("receptor_mesh_connections", &[]), 1.0);
@@ -257,7 +257,11 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     assert!(before_a.get("receptor_mesh_routing_updates_sent_total", &[]) >= 1.0);
     assert!(before_a.get("receptor_mesh_routing_updates_received_total", &[]) >= 1.0);
     for state in ["pending", "running", "succeeded", "failed", "canceled"] {
-        assert_eq!(before_a.get("receptor_work_units", &[("state", state)]), 0.0, "{state}");
+        assert_eq!(
+            before_a.get("receptor_work_units", &[("state", state)]),
+            0.0,
+            "{state}"
+        );
     }
 
     // Workload 1: three pings from a to c, through b.
@@ -324,10 +328,22 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
 
     // Datagrams: b forwarded the pings both ways and the remote unit's QUIC packets.
     assert!(
-        delta(&before_b, &after_b, "receptor_mesh_datagrams_forwarded_total", &[]) >= 6.0,
+        delta(
+            &before_b,
+            &after_b,
+            "receptor_mesh_datagrams_forwarded_total",
+            &[]
+        ) >= 6.0,
         "b forwarded too little"
     );
-    assert!(delta(&before_a, &after_a, "receptor_mesh_datagrams_delivered_total", &[]) >= 3.0);
+    assert!(
+        delta(
+            &before_a,
+            &after_a,
+            "receptor_mesh_datagrams_delivered_total",
+            &[]
+        ) >= 3.0
+    );
     for (before, after, node) in [(&before_a, &after_a, "a"), (&before_b, &after_b, "b")] {
         for name in [
             "receptor_mesh_backend_messages_sent_total",
@@ -337,7 +353,11 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
         ] {
             let moved = delta(before, after, name, &[("backend", "tcp")]);
             assert!(moved > 0.0, "{name} on {node} did not move");
-            assert_eq!(after.sum(name), after.get(name, &[("backend", "tcp")]), "{name}");
+            assert_eq!(
+                after.sum(name),
+                after.get(name, &[("backend", "tcp")]),
+                "{name}"
+            );
         }
     }
     // Nothing was dropped for lack of a route or hops in this healthy mesh.
@@ -347,23 +367,59 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     }
 
     // Streams: a dialed c's control service at least once.
-    assert!(delta(&before_a, &after_a, "receptor_mesh_streams_opened_total", &[]) >= 1.0);
-    assert!(delta(&before_c, &after_c, "receptor_mesh_streams_opened_total", &[]) >= 1.0);
+    assert!(
+        delta(
+            &before_a,
+            &after_a,
+            "receptor_mesh_streams_opened_total",
+            &[]
+        ) >= 1.0
+    );
+    assert!(
+        delta(
+            &before_c,
+            &after_c,
+            "receptor_mesh_streams_opened_total",
+            &[]
+        ) >= 1.0
+    );
 
     // Work: one remote unit on a, one cat unit on c, both succeeded, with a duration.
     let units = |work_type| [("work_type", work_type)];
     let finished = |work_type, state| [("work_type", work_type), ("state", state)];
-    assert!(delta(&before_a, &after_a, "receptor_work_units_submitted_total", &units("remote")) >= 1.0);
+    assert!(
+        delta(
+            &before_a,
+            &after_a,
+            "receptor_work_units_submitted_total",
+            &units("remote")
+        ) >= 1.0
+    );
     assert_eq!(
-        delta(&before_a, &after_a, "receptor_work_units_finished_total", &finished("remote", "succeeded")),
+        delta(
+            &before_a,
+            &after_a,
+            "receptor_work_units_finished_total",
+            &finished("remote", "succeeded")
+        ),
         1.0
     );
     assert_eq!(
-        delta(&before_c, &after_c, "receptor_work_units_finished_total", &finished("cat", "succeeded")),
+        delta(
+            &before_c,
+            &after_c,
+            "receptor_work_units_finished_total",
+            &finished("cat", "succeeded")
+        ),
         1.0
     );
     assert_eq!(
-        delta(&before_c, &after_c, "receptor_work_unit_duration_seconds_count", &units("cat")),
+        delta(
+            &before_c,
+            &after_c,
+            "receptor_work_unit_duration_seconds_count",
+            &units("cat")
+        ),
         1.0
     );
     assert_eq!(
@@ -373,13 +429,22 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
         ),
         after_c.get("receptor_work_unit_duration_seconds_count", &units("cat"))
     );
-    assert_eq!(after_a.get("receptor_work_units", &[("state", "succeeded")]), 1.0);
-    assert_eq!(after_c.get("receptor_work_units", &[("state", "succeeded")]), 1.0);
+    assert_eq!(
+        after_a.get("receptor_work_units", &[("state", "succeeded")]),
+        1.0
+    );
+    assert_eq!(
+        after_c.get("receptor_work_units", &[("state", "succeeded")]),
+        1.0
+    );
 
     // Release on a releases c's unit too: both gauges return to zero.
     ok(&receptorctl(&a_sock, &["work", "release", &unit]).await?)?;
     let released_a = scrape(&a_metrics).await?;
-    assert_eq!(released_a.get("receptor_work_units", &[("state", "succeeded")]), 0.0);
+    assert_eq!(
+        released_a.get("receptor_work_units", &[("state", "succeeded")]),
+        0.0
+    );
     wait_for("c's unit to be released", WAIT, || {
         let addr = c_metrics.clone();
         async move {
@@ -391,8 +456,14 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     // The counters keep their totals after the release.
     let released_c = scrape(&c_metrics).await?;
     assert_eq!(
-        released_c.get("receptor_work_units_finished_total", &finished("cat", "succeeded")),
-        after_c.get("receptor_work_units_finished_total", &finished("cat", "succeeded"))
+        released_c.get(
+            "receptor_work_units_finished_total",
+            &finished("cat", "succeeded")
+        ),
+        after_c.get(
+            "receptor_work_units_finished_total",
+            &finished("cat", "succeeded")
+        )
     );
 
     // The endpoint answers only GET on its path.
@@ -414,6 +485,10 @@ async fn no_metrics_entity_means_no_listener() -> Result<()> {
     let daemon = Daemon::start_yaml("quiet", d, &yaml).await?;
     daemon.wait_log("control socket listening").await?;
     daemon.wait_log("Initialization complete").await?;
-    assert!(!daemon.log().contains("metrics listener"), "{}", daemon.log());
+    assert!(
+        !daemon.log().contains("metrics listener"),
+        "{}",
+        daemon.log()
+    );
     Ok(())
 }

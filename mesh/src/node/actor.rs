@@ -230,7 +230,9 @@ impl NodeActor {
         self.metrics.connections.set_count(self.connections.len());
         self.metrics.sessions.set_count(self.peers.len());
         self.metrics.routes.set_count(self.routing.routes().len());
-        self.metrics.known_nodes.set_count(self.routing.node_count());
+        self.metrics
+            .known_nodes
+            .set_count(self.routing.node_count());
     }
 
     fn request_flood(&mut self) {

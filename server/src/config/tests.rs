@@ -1092,7 +1092,9 @@ fn metrics_entity_is_off_by_default_and_parsed_from_both_front_ends() {
     let problems = cli_problems("--node id=a --metrics listen=nonsense path=metrics");
     let texts = messages(&problems);
     assert!(
-        texts.iter().any(|m| m.contains("neither a port nor host:port")),
+        texts
+            .iter()
+            .any(|m| m.contains("neither a port nor host:port")),
         "{problems:?}"
     );
     assert!(
@@ -1101,7 +1103,9 @@ fn metrics_entity_is_off_by_default_and_parsed_from_both_front_ends() {
     );
     let problems = cli_problems("--node id=a --metrics 1 --metrics 2");
     assert!(
-        messages(&problems).iter().any(|m| m.contains("only allowed once")),
+        messages(&problems)
+            .iter()
+            .any(|m| m.contains("only allowed once")),
         "{problems:?}"
     );
 }
