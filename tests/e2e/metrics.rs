@@ -439,7 +439,9 @@ async fn prometheus_endpoint_counts_a_workload() -> Result<()> {
     );
 
     // Release on a releases c's unit too: both gauges return to zero.
-    ok(&receptorctl(&a_sock, &["work", "release", &unit]).await?)?;
+    let release = receptorctl(&a_sock, &["work", "release", &unit]).await?;
+    ok(&release)?;
+    ensure!(release.stdout.contains(", released)"), "{release:?}");
     let released_a = scrape(&a_metrics).await?;
     assert_eq!(
         released_a.get("receptor_work_units", &[("state", "succeeded")]),
