@@ -753,7 +753,8 @@ async fn finished_units_past_the_work_retention_are_released() -> Result<()> {
     // Only node-a has a retention.
     let a_yaml = node_yaml(dir.path(), "node-a", false, &[&c_addr], "").replace(
         "remoteunreachabletimeout: 4s",
-        "remoteunreachabletimeout: 4s\n    workretention: 2s",
+        // Long enough that a loaded machine still reads the units before they go.
+        "remoteunreachabletimeout: 4s\n    workretention: 6s",
     );
     let a = Daemon::start_yaml("node-a", dir.path(), &a_yaml).await?;
     let logs = || format!("--- a\n{}\n--- c\n{}", a.log(), c.log());
@@ -761,6 +762,9 @@ async fn finished_units_past_the_work_retention_are_released() -> Result<()> {
     let c_sock = socket(dir.path(), "node-c");
     wait_sees(&sock, "node-c").await?;
     let local = unit_id(&receptorctl(&sock, &["work", "submit", "cat", "-l", "local"]).await?)?;
+    wait_state(&sock, &local, "Succeeded", Duration::from_secs(30)).await?;
+    // Readable while within the retention.
+    assert_eq!(results(&sock, &local).await?.trim_end(), "local");
     let remote = unit_id(
         &receptorctl(
             &sock,
@@ -777,8 +781,6 @@ async fn finished_units_past_the_work_retention_are_released() -> Result<()> {
         .as_str()
         .context("remote id")?
         .to_owned();
-    // Readable while within the retention.
-    assert_eq!(results(&sock, &local).await?.trim_end(), "local");
     let started = tokio::time::Instant::now();
     wait_for(
         "finished units to be released",

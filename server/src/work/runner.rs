@@ -79,11 +79,17 @@ impl Reporter {
         Ok(())
     }
 
-    /// A final report; failures are logged (nothing else can be done).
+    /// A final report; failures are logged (nothing else can be done). `ExtraData` (the pid)
+    /// goes null in the same write, so no reader ever sees a final state with a stale pid.
     fn finish(&mut self, state: State, detail: &str) {
         let size = stdout_size(&self.unit_dir);
-        if let Err(error) = self.report(state, detail, size) {
-            tracing::error!(file = %self.file.path().display(), %error, "Error updating status file");
+        let owned = detail.to_owned();
+        let result = self.file.update(&self.base, |s| {
+            s.set(state, owned, Some(size));
+            s.extra_data = None;
+        });
+        if let Err(error) = result {
+            tracing::error!(file = %self.file.path().display(), error = %super::chain(&error), "Error updating status file");
         }
     }
 }
