@@ -11,6 +11,8 @@
 //! - [`packet_conn`]: datagrams between `(node, service)` pairs.
 //! - [`quic`]: streams: QUIC (quinn) over packet conns, with the Go-compatible insecure TLS
 //!   of ConnType 1 services and a hook for user TLS.
+//! - [`metrics`]: a dependency-free registry of counters, gauges and histograms, read through
+//!   one snapshot API by every exporter; the node's `receptor_mesh_*` metrics.
 //! - [`tls`]: TLS configurations and certificate checks for backends and mesh streams.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -19,6 +21,7 @@ pub mod adverts;
 pub mod backend;
 pub mod firewall;
 pub mod id;
+pub mod metrics;
 pub mod node;
 pub mod packet_conn;
 pub mod quic;

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// The incarnation number; `None` derives it from the clock (`unix_secs << 24 | rand24`),
     /// which is what a daemon wants. Tests set it to restart a node within one second.
     pub epoch: Option<u64>,
+    /// Where the node registers its metrics (`receptor_mesh_*`). The default is a registry of
+    /// its own that nobody reads; a daemon passes the one it exports.
+    pub metrics: crate::metrics::Registry,
 }
 
 impl NodeConfig {
@@ -69,6 +72,7 @@ impl NodeConfig {
             firewall: Firewall::default(),
             max_idle: MIN_IDLE_TIMEOUT,
             epoch: None,
+            metrics: crate::metrics::Registry::new(),
         }
     }
 }
@@ -241,6 +245,7 @@ struct Shared {
     tracker: TaskTracker,
     /// The actor's topology generation (see [`Node::topology_changes`]).
     topology: watch::Sender<u64>,
+    metrics: Arc<crate::metrics::MeshMetrics>,
 }
 
 /// A running mesh node. Cloning gives another handle to the same node.
@@ -284,12 +289,14 @@ impl Node {
         let backends = cancel.child_token();
         let mut tasks = JoinSet::new();
         let (topology, _) = watch::channel(0);
+        let metrics = Arc::new(crate::metrics::MeshMetrics::new(&config.metrics));
         let actor = actor::NodeActor::new(
             config.clone(),
             command_rx,
             session_rx,
             cancel.clone(),
             topology.clone(),
+            Arc::clone(&metrics),
         );
         let span = tracing::info_span!("node", node.id = %config.id);
         tasks.spawn(tracing::Instrument::instrument(actor.run(), span));
@@ -303,6 +310,7 @@ impl Node {
                 tasks: Mutex::new(tasks),
                 tracker: TaskTracker::new(),
                 topology,
+                metrics,
             }),
         })
     }
@@ -465,6 +473,10 @@ impl Node {
             crate::quic::DEFAULT_DIAL_TIMEOUT,
         )
         .await
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::MeshMetrics {
+        &self.shared.metrics
     }
 
     /// Runs `task` in the node's tracker until it ends or the node stops. Returns `false` (and

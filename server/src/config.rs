@@ -25,6 +25,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
+/// The `metrics` entity (Rust only).
+pub use entities::MetricsConfig;
 pub use entities::{
     CertCommand, CertInitConfig, CertMakeReqConfig, CertReqKey, CertSignReqConfig,
     CommandRunnerConfig, CommandServiceConfig, ControlServiceConfig, DEFAULT_DATADIR,
@@ -129,6 +131,8 @@ pub struct Config {
     pub grpc_services: Vec<GrpcServiceConfig>,
     /// `telemetry` (Rust only); `None` leaves tracing export to the `OTEL_*` variables.
     pub telemetry: Option<TelemetryConfig>,
+    /// `metrics` (Rust only): the Prometheus endpoint; `None` serves nothing.
+    pub metrics: Option<MetricsConfig>,
     /// `work-command` entities.
     pub work_commands: Vec<WorkCommandConfig>,
     /// `work-kubernetes` entities.
@@ -393,6 +397,7 @@ fn assemble(
         control_services: Vec::new(),
         grpc_services: Vec::new(),
         telemetry: None,
+        metrics: None,
         work_commands: Vec::new(),
         work_kubernetes: Vec::new(),
         work_signing: None,
@@ -455,6 +460,7 @@ fn assemble(
                     c.telemetry = Some(TelemetryConfig::from_raw(raw, p));
                 }
             }
+            "metrics" => c.metrics = Some(MetricsConfig::from_raw(raw, p)),
             "command-service" => c
                 .command_services
                 .push(CommandServiceConfig::from_raw(raw, p)),

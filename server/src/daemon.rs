@@ -109,6 +109,7 @@ pub struct Daemon {
     tasks: JoinSet<()>,
     tcp_listeners: Vec<SocketAddr>,
     control_sockets: Vec<PathBuf>,
+    metrics: crate::metrics::Registry,
     _cancel_on_drop: DropGuard,
 }
 
@@ -278,6 +279,9 @@ impl Daemon {
         let mut node_config = NodeConfig::new(config.node.id.clone());
         node_config.firewall = Firewall::new(config.node.firewall_rules.clone());
         node_config.max_idle = config.node.max_idle_connection_timeout;
+        // One registry for node, work engine and front-ends, read by the `metrics` endpoint.
+        let metrics = crate::metrics::Registry::new();
+        node_config.metrics = metrics.clone();
         let node = Node::spawn(node_config)?;
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
@@ -287,6 +291,7 @@ impl Daemon {
 
         // Work: units are recovered before any control client is served.
         let mut engine_config = EngineConfig::from_config(config)?;
+        engine_config.metrics = metrics.clone();
         engine_config.dialer = Some(std::sync::Arc::new(crate::ops::MeshDial::new(
             node.clone(),
             std::sync::Arc::new(tls.clone()),
@@ -299,6 +304,7 @@ impl Daemon {
         // session that switches to gRPC with the `grpc` line.
         let (grpc, grpc_incoming) = crate::grpc::handoff();
         let ops = Ops::new(node.clone(), VERSION)
+            .with_metrics(&metrics)
             .with_grpc(grpc.clone())
             .with_work(work.clone())
             .with_tls(std::sync::Arc::new(tls.clone()))
@@ -413,6 +419,20 @@ impl Daemon {
             }
         }
         crate::services::start(config, &ops, &tls, &mut tasks, &cancel).await?;
+        if let Some(endpoint) = &config.metrics {
+            let listener = crate::metrics::MetricsListener::bind(&endpoint.listen, &endpoint.path)
+                .await
+                .map_err(|source| SpawnError::Listen {
+                    addr: endpoint.listen.clone(),
+                    source,
+                })?;
+            let bound = listener.local_addr().map_err(|source| SpawnError::Listen {
+                addr: endpoint.listen.clone(),
+                source,
+            })?;
+            tracing::info!(addr = %bound, path = %endpoint.path, "metrics listener bound");
+            tasks.spawn(listener.serve(metrics.clone(), cancel.child_token()));
+        }
         tracing::info!("Initialization complete");
         Ok(Self {
             node,
@@ -423,6 +443,7 @@ impl Daemon {
             tasks,
             tcp_listeners,
             control_sockets,
+            metrics,
             _cancel_on_drop: guard,
         })
     }
@@ -445,6 +466,12 @@ impl Daemon {
     /// Addresses the `tcp-listener`s bound to.
     pub fn tcp_listeners(&self) -> &[SocketAddr] {
         &self.tcp_listeners
+    }
+
+    /// The metrics registry of this daemon (what the `metrics` endpoint serves; exporters
+    /// read it through [`crate::metrics::Registry::snapshot`]).
+    pub fn metrics(&self) -> &crate::metrics::Registry {
+        &self.metrics
     }
 
     /// Paths of the Unix control sockets.

@@ -7,6 +7,8 @@
 //! - [`control`]: the classic line protocol over Unix sockets, a thin front-end over `ops`.
 //! - [`services`]: the TCP, UDP and Unix-socket service proxies.
 //! - [`grpc`]: the gRPC API (`proto/receptor/v1`), a second thin front-end over `ops`.
+//! - [`metrics`]: the work and control metrics, Prometheus rendering and the `metrics`
+//!   HTTP endpoint, over the mesh crate's registry.
 //! - [`tls`]: `tls-server` / `tls-client` files loaded into the mesh's TLS configurations.
 //! - [`certs`]: the `cert-init`, `cert-makereq` and `cert-signreq` utilities.
 //! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
@@ -20,6 +22,7 @@ pub mod control;
 pub mod daemon;
 mod gojson;
 pub mod grpc;
+pub mod metrics;
 pub mod ops;
 pub mod services;
 pub mod telemetry;

@@ -145,6 +145,7 @@ pub struct Ops {
     tls: std::sync::Arc<crate::tls::TlsConfigs>,
     reloader: Option<std::sync::Arc<crate::daemon::Reloader>>,
     grpc: Option<crate::grpc::GrpcHandoff>,
+    control_metrics: crate::metrics::ControlMetrics,
 }
 
 impl Ops {
@@ -158,7 +159,19 @@ impl Ops {
             tls: std::sync::Arc::default(),
             reloader: None,
             grpc: None,
+            control_metrics: crate::metrics::ControlMetrics::default(),
         }
+    }
+
+    /// Counts control requests in `registry` (`receptor_control_requests_total`).
+    pub fn with_metrics(mut self, registry: &crate::metrics::Registry) -> Self {
+        self.control_metrics = crate::metrics::ControlMetrics::new(registry);
+        self
+    }
+
+    /// Counts one control request; front-ends call this once per request they parsed.
+    pub fn count_request(&self, frontend: crate::metrics::Frontend, command: &'static str) {
+        self.control_metrics.request(frontend, command);
     }
 
     /// Adds the gRPC server that classic control sessions hand over to after a `grpc` line.

@@ -383,6 +383,8 @@ pub struct EngineConfig {
     pub work_retention: Option<Duration>,
     /// The ttl of remote submissions that give none (`node.workttl`; `None`: no expiry).
     pub default_remote_ttl: Option<Duration>,
+    /// Where the engine registers `receptor_work_*` (a daemon passes the one it exports).
+    pub metrics: crate::metrics::Registry,
 }
 
 impl EngineConfig {
@@ -414,6 +416,7 @@ impl EngineConfig {
             remote_unreachable_timeout: config.node.remote_unreachable_timeout,
             work_retention: config.node.work_retention,
             default_remote_ttl: config.node.work_ttl,
+            metrics: crate::metrics::Registry::new(),
         })
     }
 }
@@ -439,6 +442,7 @@ struct Inner {
     spawner: Spawner,
     /// Every unit change, for [`WorkEngine::watch`].
     events: tokio::sync::broadcast::Sender<WorkEvent>,
+    metrics: crate::metrics::WorkMetrics,
     _cancel_on_drop: DropGuard,
 }
 
@@ -497,7 +501,7 @@ impl WorkEngine {
             REMOTE_WORK_TYPE.to_owned(),
             Arc::clone(&remote) as Arc<dyn Worker>,
         );
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
                 data_dir: config.data_dir,
@@ -510,9 +514,43 @@ impl WorkEngine {
                 retention: config.work_retention,
                 spawner,
                 events: tokio::sync::broadcast::Sender::new(WATCH_BACKLOG),
+                metrics: crate::metrics::WorkMetrics::new(&config.metrics),
                 _cancel_on_drop: cancel.drop_guard(),
             }),
-        })
+        };
+        engine.register_unit_gauge(&config.metrics);
+        Ok(engine)
+    }
+
+    /// `receptor_work_units{state}`, counted from the unit index whenever it is read. Counting
+    /// at read time keeps it right however a unit comes or goes (submission, recovery,
+    /// release, retention expiry, a lookup of a unit another process created) with no
+    /// bookkeeping on those paths.
+    fn register_unit_gauge(&self, registry: &crate::metrics::Registry) {
+        let weak = Arc::downgrade(&self.inner);
+        registry.gauge_fn(
+            "receptor_work_units",
+            "Work units known to this node (not released), by state",
+            &["state"],
+            move |emit| {
+                let mut counts = [0u64; 6];
+                if let Some(inner) = weak.upgrade() {
+                    let units = inner.units.lock().unwrap_or_else(|e| e.into_inner());
+                    for unit in units.values().filter(|u| !u.is_released()) {
+                        let state = unit.state();
+                        let slot = usize::try_from(state.0).map_or(5, |i| i.min(5));
+                        counts[slot] += 1;
+                    }
+                }
+                for (index, count) in counts.iter().enumerate() {
+                    let state = State(i64::try_from(index).unwrap_or(5));
+                    // The five states always; `unknown` only when some unit has one.
+                    if index < 5 || *count > 0 {
+                        emit(&[crate::metrics::state_label(state)], *count as f64);
+                    }
+                }
+            },
+        );
     }
 
     /// This node's ID.
@@ -791,13 +829,8 @@ impl WorkEngine {
                 break (id, dir);
             }
         };
-        let unit = Unit::new(
-            id,
-            dir,
-            Some(worker),
-            status.clone(),
-            self.inner.events.clone(),
-        );
+        let work_type = worker.work_type().to_owned();
+        let unit = Unit::new(id, dir, Some(worker), status.clone(), self.unit_hooks(true));
         if let Err(error) = unit.store(status).await {
             let _ = std::fs::remove_dir_all(unit.dir());
             return Err(WorkError::io(
@@ -806,7 +839,17 @@ impl WorkEngine {
             ));
         }
         self.insert(Arc::clone(&unit));
+        self.inner.metrics.submitted(&work_type);
         Ok(unit)
+    }
+
+    /// What a new in-memory unit reports to; `submitted_here` starts its duration clock.
+    fn unit_hooks(&self, submitted_here: bool) -> unit::Hooks {
+        unit::Hooks {
+            events: self.inner.events.clone(),
+            metrics: self.inner.metrics.clone(),
+            submitted_at: submitted_here.then(tokio::time::Instant::now),
+        }
     }
 
     /// Streams a unit's stdout from `start_pos` (negative counts as 0) until the unit is done.
@@ -851,6 +894,7 @@ impl WorkEngine {
         async {
             self.check_unit_signature(&unit, signature, caller)?;
             let _op = unit.op_lock.lock().await;
+            let _cancelling = unit.cancelling();
             match unit.worker() {
                 Some(worker) => worker
                     .cancel(&unit)
@@ -890,10 +934,12 @@ impl WorkEngine {
             if unit.is_released() {
                 return Ok(Outcome::Done);
             }
+            let cancelling = unit.cancelling();
             let prepared = match unit.worker() {
                 Some(worker) => worker.release(&unit, force).await,
                 None => Ok(Outcome::Done),
             };
+            drop(cancelling);
             match prepared {
                 Ok(Outcome::Pending) => return Ok(Outcome::Pending),
                 Ok(Outcome::Done) => {}
@@ -1085,7 +1131,7 @@ impl WorkEngine {
                     dir,
                     worker.clone(),
                     status,
-                    self.inner.events.clone(),
+                    self.unit_hooks(false),
                 );
                 let mut problem = None;
                 if let Some(worker) = worker
@@ -1131,7 +1177,7 @@ impl WorkEngine {
                     dir,
                     None,
                     status.clone(),
-                    self.inner.events.clone(),
+                    self.unit_hooks(false),
                 );
                 if let Err(error) = unit.store(status).await {
                     tracing::error!(unit = %id, %error, "cannot rewrite the status file");

@@ -61,6 +61,7 @@ fn fixture() -> Result<Fixture> {
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
+        metrics: Default::default(),
     })?;
     let node = Node::spawn(NodeConfig::new("node-a"))?;
     let ops = Ops::new(node, "test").with_work(engine);

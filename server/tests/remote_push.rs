@@ -110,6 +110,7 @@ fn config(dir: &Path, id: &str) -> EngineConfig {
         remote_unreachable_timeout: Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
+        metrics: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use receptor_server::config::{LogLevel, WorkCommandConfig};
+use receptor_server::metrics::{Registry, Value};
 use receptor_server::work::{
     Caller, EngineConfig, ExtraData, State, SubmitRequest, UnitStatus, WorkEngine,
 };
@@ -32,7 +33,11 @@ fn standard_types() -> Vec<WorkCommandConfig> {
 }
 
 fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine> {
-    Ok(WorkEngine::new(EngineConfig {
+    Ok(WorkEngine::new(config_at(dir, commands))?)
+}
+
+fn config_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> EngineConfig {
+    EngineConfig {
         node_id: "node-a".into(),
         data_dir: dir.join("node-a"),
         commands,
@@ -44,7 +49,8 @@ fn engine_at(dir: &Path, commands: Vec<WorkCommandConfig>) -> Result<WorkEngine>
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
-    })?)
+        metrics: Default::default(),
+    }
 }
 
 fn request(work_type: &str, params: Option<&str>) -> SubmitRequest {
@@ -526,6 +532,7 @@ async fn signatures_are_required_on_network_connections_only() -> Result<()> {
         remote_unreachable_timeout: std::time::Duration::from_secs(5),
         work_retention: None,
         default_remote_ttl: None,
+        metrics: Default::default(),
     })?;
     assert_eq!(engine.work_commands().len(), 1);
     assert!(engine.work_commands()[0].secure);
@@ -720,5 +727,139 @@ async fn watch_reports_every_transition_of_a_unit_in_order() -> Result<()> {
             .all(|w| w[0] <= w[1] || w[1] == State::PENDING.0),
         "states went backwards: {seen:?}"
     );
+    Ok(())
+}
+
+/// One sample of `registry`, by name and label values (0 when the series does not exist).
+fn sample(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let wanted: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    registry
+        .snapshot()
+        .into_iter()
+        .filter(|family| family.name == name)
+        .flat_map(|family| family.series)
+        .find(|series| series.labels == wanted)
+        .map_or(0.0, |series| match series.value {
+            Value::Counter(v) => v as f64,
+            Value::Gauge(v) => v,
+            Value::Histogram(h) => h.count as f64,
+        })
+}
+
+fn units_by_state(registry: &Registry) -> [f64; 5] {
+    ["pending", "running", "succeeded", "failed", "canceled"]
+        .map(|state| sample(registry, "receptor_work_units", &[("state", state)]))
+}
+
+#[tokio::test]
+async fn unit_metrics_follow_finish_expiry_release_drop_and_recovery() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let first_registry = Registry::new();
+    let first = WorkEngine::new(EngineConfig {
+        metrics: first_registry.clone(),
+        ..config_at(dir.path(), standard_types())
+    })?;
+    assert_eq!(units_by_state(&first_registry), [0.0; 5]);
+
+    let expired = submit(&first, "cat", None, b"x").await?;
+    wait_final(&first, &expired).await?;
+    assert_eq!(units_by_state(&first_registry), [0.0, 0.0, 1.0, 0.0, 0.0]);
+    let cat = [("work_type", "cat")];
+    let cat_ok = [("work_type", "cat"), ("state", "succeeded")];
+    assert_eq!(
+        sample(&first_registry, "receptor_work_units_submitted_total", &cat),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &first_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&first_registry, "receptor_work_unit_duration_seconds", &cat),
+        1.0
+    );
+
+    let running = submit(&first, "sleep", None, b"").await?;
+    wait_state(&first, &running, |s| s.state == State::RUNNING).await?;
+    // Retention expiry releases the finished unit only.
+    assert_eq!(first.sweep_expired(Duration::ZERO).await, 1);
+    assert_eq!(units_by_state(&first_registry), [0.0, 1.0, 0.0, 0.0, 0.0]);
+    let kept = submit(&first, "cat", None, b"kept").await?;
+    wait_final(&first, &kept).await?;
+    assert_eq!(units_by_state(&first_registry), [0.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(
+        sample(
+            &first_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        2.0
+    );
+
+    // The engine goes away (daemon stop): its units are no longer counted.
+    first.shutdown(WAIT).await;
+    drop(first);
+    assert_eq!(units_by_state(&first_registry), [0.0; 5]);
+
+    // A restart recovers both units; nothing finished in this process yet.
+    let second_registry = Registry::new();
+    let second = WorkEngine::new(EngineConfig {
+        metrics: second_registry.clone(),
+        ..config_at(dir.path(), standard_types())
+    })?;
+    second.recover().await;
+    assert_eq!(units_by_state(&second_registry), [0.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &cat_ok
+        ),
+        0.0
+    );
+
+    // Cancelling counts a canceled unit (not the `Failed` its killed runner records first);
+    // releasing removes it from the gauge.
+    second.cancel(&running, "", Caller::Unix).await?;
+    let canceled = wait_final(&second, &running).await?;
+    assert_eq!(canceled.state, State::CANCELED, "{canceled:?}");
+    let sleep_canceled = [("work_type", "sleep"), ("state", "canceled")];
+    assert_eq!(
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &sleep_canceled
+        ),
+        1.0
+    );
+    let sleep_failed = [("work_type", "sleep"), ("state", "failed")];
+    assert_eq!(
+        sample(
+            &second_registry,
+            "receptor_work_units_finished_total",
+            &sleep_failed
+        ),
+        0.0
+    );
+    // Recovered units have no submission time here: no duration is recorded for them.
+    assert_eq!(
+        sample(
+            &second_registry,
+            "receptor_work_unit_duration_seconds",
+            &[("work_type", "sleep")]
+        ),
+        0.0
+    );
+    assert_eq!(units_by_state(&second_registry), [0.0, 0.0, 1.0, 0.0, 1.0]);
+    second.release(&running, false, "", Caller::Unix).await?;
+    second.release(&kept, false, "", Caller::Unix).await?;
+    assert_eq!(units_by_state(&second_registry), [0.0; 5]);
     Ok(())
 }

@@ -9,6 +9,7 @@ mod deploy;
 mod grpc;
 mod harness;
 mod mesh;
+mod metrics;
 mod proxy;
 mod receptorctl_rs;
 mod reload;

@@ -22,6 +22,7 @@ use crate::adverts::{AdOutcome, Advertisements};
 use crate::backend::{Session, SessionInfo};
 use crate::firewall::{Action, Firewall};
 use crate::id::random_name;
+use crate::metrics::{BackendTraffic, DropReason, MeshMetrics};
 use crate::packet_conn::{Incoming, Unreachable};
 use crate::routing::{DuplicateAction, RoutingTable, new_epoch};
 use crate::wire::{self, Data, Message, RoutingUpdate, ServiceAdvertisement};
@@ -72,6 +73,8 @@ struct Peer {
     needs_ads: bool,
     /// `mesh.session`: open as long as the session, a root of its own trace.
     span: tracing::Span,
+    /// This session's backend's traffic counters.
+    traffic: BackendTraffic,
 }
 
 struct LocalService {
@@ -102,6 +105,7 @@ pub(super) struct NodeActor {
     /// Bumped whenever connections, routes, the link-state graph or services may have
     /// changed (see [`super::Node::topology_changes`]).
     topology: watch::Sender<u64>,
+    metrics: Arc<MeshMetrics>,
     // Timers: each is the next instant the job runs.
     next_flood: Instant,
     next_recompute: Option<Instant>,
@@ -123,6 +127,7 @@ impl NodeActor {
         sessions: mpsc::Receiver<Session>,
         cancel: CancellationToken,
         topology: watch::Sender<u64>,
+        metrics: Arc<MeshMetrics>,
     ) -> Self {
         let epoch = config
             .epoch
@@ -150,6 +155,7 @@ impl NodeActor {
             sessions,
             cancel,
             topology,
+            metrics,
             next_flood: now + ROUTE_UPDATE_INTERVAL,
             next_recompute: None,
             next_ads: now + SERVICE_AD_DELAY,
@@ -222,6 +228,13 @@ impl NodeActor {
     fn topology_changed(&self) {
         self.topology
             .send_modify(|generation| *generation = generation.wrapping_add(1));
+        // Topology changes are rare next to messages: refresh the gauges here.
+        self.metrics.connections.set_count(self.connections.len());
+        self.metrics.sessions.set_count(self.peers.len());
+        self.metrics.routes.set_count(self.routing.routes().len());
+        self.metrics
+            .known_nodes
+            .set_count(self.routing.node_count());
     }
 
     fn request_flood(&mut self) {
@@ -312,6 +325,7 @@ impl NodeActor {
         }
         let sid = self.next_session;
         self.next_session += 1;
+        let traffic = self.metrics.backend(session.info.kind);
         tracing::debug!(session = sid, kind = session.info.kind, remote = %session.info.remote_addr, "new session");
         // A root, not a child of the node's span: a session can last as long as the node.
         let span = tracing::info_span!(
@@ -340,8 +354,10 @@ impl NodeActor {
                 next_initial: Instant::now(),
                 needs_ads: true,
                 span,
+                traffic,
             },
         );
+        self.metrics.sessions.set_count(self.peers.len());
         self.send_initial(sid);
     }
 
@@ -376,6 +392,7 @@ impl NodeActor {
             return;
         };
         peer.span.record("mesh.close_reason", why);
+        self.metrics.sessions.set_count(self.peers.len());
         // Dropping `peer.outbound` lets the pump flush what is queued and close the transport.
         if let Some(remote) = peer.remote {
             if self.connections.get(&remote) == Some(&sid) {
@@ -395,8 +412,20 @@ impl NodeActor {
         let Some(peer) = self.peers.get(&sid) else {
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = peer.outbound.try_send(message) {
-            tracing::debug!(remote = %peer.info.remote_addr, "session queue full, message dropped");
+        let (len, is_route) = (message.len(), message.first() == Some(&wire::MSG_ROUTE));
+        match peer.outbound.try_send(message) {
+            Ok(()) => {
+                peer.traffic.messages_out.inc();
+                peer.traffic.bytes_out.add(len as u64);
+                if is_route {
+                    self.metrics.routing_updates_sent.inc();
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.dropped(DropReason::SessionQueueFull);
+                tracing::debug!(remote = %peer.info.remote_addr, "session queue full, message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -428,6 +457,8 @@ impl NodeActor {
             return;
         };
         peer.last_received = Instant::now();
+        peer.traffic.messages_in.inc();
+        peer.traffic.bytes_in.add(raw.len() as u64);
         let established = peer.remote.is_some();
         let message = match wire::decode(&raw) {
             Ok(message) => message,
@@ -437,6 +468,7 @@ impl NodeActor {
                 return;
             }
             Err(error) => {
+                self.metrics.dropped(DropReason::Malformed);
                 tracing::warn!(remote = %peer.info.remote_addr, peer.id = ?peer.remote, %error, "disconnecting peer that sent a malformed message");
                 self.close_session(sid, "malformed message");
                 return;
@@ -491,6 +523,7 @@ impl NodeActor {
         }
         self.learn_name(&remote);
         self.connections.insert(remote.clone(), sid);
+        self.metrics.connections_established.inc();
         self.routing.link_up(&remote, cost);
         self.request_flood();
         self.request_recompute();
@@ -503,6 +536,7 @@ impl NodeActor {
             return;
         };
         let remote = peer.remote.clone().unwrap_or_default();
+        self.metrics.routing_updates_received.inc();
         if update.forwarding_node != remote {
             return self.reject(sid, "remote node ID changed unexpectedly");
         }
@@ -587,6 +621,7 @@ impl NodeActor {
             self.names.get(&data.from_node),
             self.names.get(&data.to_node),
         ) else {
+            self.metrics.dropped(DropReason::UnknownNode);
             tracing::debug!(
                 from = data.from_node,
                 to = data.to_node,
@@ -610,8 +645,12 @@ impl NodeActor {
         };
         match action {
             Action::Accept => {}
-            Action::Drop => return Ok(()),
+            Action::Drop => {
+                self.metrics.dropped(DropReason::Firewall);
+                return Ok(());
+            }
             Action::Reject => {
+                self.metrics.dropped(DropReason::Firewall);
                 if data.from_service.as_bytes() != UNREACH {
                     self.send_unreachable(&data, from, to, "blocked by firewall");
                 }
@@ -627,6 +666,7 @@ impl NodeActor {
 
     fn forward(&mut self, mut data: Data, from: &str, to: &str) -> Result<(), SendError> {
         if data.ttl == 0 {
+            self.metrics.dropped(DropReason::HopLimit);
             if data.from_service.as_bytes() != UNREACH {
                 self.send_unreachable(&data, from, to, "message expired");
             }
@@ -638,15 +678,20 @@ impl NodeActor {
             .and_then(|hop| self.connections.get(hop))
             .copied()
         else {
+            self.metrics.dropped(DropReason::NoRoute);
             tracing::debug!(%to, "no route to node, data message dropped");
             return Err(SendError::NoRoute);
         };
+        self.metrics.datagrams_forwarded.inc();
         data.ttl -= 1;
         self.send_to_session(sid, data.encode());
         Ok(())
     }
 
     fn deliver_local(&mut self, data: Data, from: &str) -> Result<(), SendError> {
+        if matches!(data.to_service.as_bytes(), PING | UNREACH) {
+            self.metrics.datagrams_delivered.inc();
+        }
         match data.to_service.as_bytes() {
             PING => {
                 let reply = Data {
@@ -666,6 +711,7 @@ impl NodeActor {
             }
             _ => {
                 let Some(service) = self.services.get(&data.to_service) else {
+                    self.metrics.dropped(DropReason::ServiceUnknown);
                     if from != self.id {
                         self.send_unreachable(&data, from, &self.id.clone(), "service unknown");
                         return Ok(());
@@ -677,10 +723,15 @@ impl NodeActor {
                     from_service: data.from_service,
                     payload: data.payload,
                 };
-                if let Err(mpsc::error::TrySendError::Closed(_)) =
-                    service.deliver.try_send(incoming)
-                {
-                    self.unlisten(data.to_service);
+                match service.deliver.try_send(incoming) {
+                    Ok(()) => self.metrics.datagrams_delivered.inc(),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.metrics.dropped(DropReason::ServiceQueueFull);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.metrics.dropped(DropReason::ServiceUnknown);
+                        self.unlisten(data.to_service);
+                    }
                 }
                 Ok(())
             }

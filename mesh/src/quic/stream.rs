@@ -35,6 +35,8 @@ pub struct Stream {
     remote: Remote,
     local_service: ServiceName,
     handover: Option<oneshot::Sender<(SendStream, RecvStream)>>,
+    /// Counts this stream in `receptor_mesh_streams_open` while it lives.
+    _open: crate::metrics::GaugeGuard,
 }
 
 impl fmt::Debug for Stream {
@@ -67,6 +69,8 @@ impl Stream {
         watch: Watch,
     ) -> Self {
         let (handover, halves) = oneshot::channel();
+        node.metrics().streams_opened.inc();
+        let open = node.metrics().streams_open.track();
         let supervised = connection.clone();
         if !node.spawn_tracked(supervise(supervised, halves, watch)) {
             // The node is stopping; the stream will fail on first use.
@@ -78,6 +82,7 @@ impl Stream {
             remote,
             local_service,
             handover: Some(handover),
+            _open: open,
         }
     }
 

@@ -553,19 +553,47 @@ impl GrpcServiceConfig {
 
 /// `tcplisten`: `host:port` as given, or a bare port on every IPv4 address.
 fn tcp_listen(raw: &RawEntity, problems: &mut Vec<Problem>) -> Option<String> {
-    raw.opt_string("tcplisten").map(|listen| {
+    listen_param(raw, "tcplisten", problems)
+}
+
+/// A listen address param: `host:port` as given, or a bare port on every IPv4 address.
+fn listen_param(raw: &RawEntity, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    raw.opt_string(key).map(|listen| {
         if listen.contains(':') {
             listen
         } else {
             if listen.parse::<u16>().is_err() {
                 problems.push(raw.problem(
-                    Some("tcplisten"),
-                    format!("tcplisten {listen:?} is neither a port nor host:port"),
+                    Some(key),
+                    format!("{key} {listen:?} is neither a port nor host:port"),
                 ));
             }
             format!("0.0.0.0:{listen}")
         }
     })
+}
+
+/// `metrics` (Rust only): the Prometheus text endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Listen address, always `host:port` (a bare port became `0.0.0.0:port`).
+    pub listen: String,
+    /// URL path of the exposition, starting with `/`.
+    pub path: String,
+}
+
+impl MetricsConfig {
+    pub(crate) fn from_raw(raw: &RawEntity, problems: &mut Vec<Problem>) -> Self {
+        let listen = listen_param(raw, "listen", problems).unwrap_or_default();
+        let path = raw.string("path");
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            problems.push(raw.problem(
+                Some("path"),
+                format!("path {path:?} must start with / and contain no spaces"),
+            ));
+        }
+        Self { listen, path }
+    }
 }
 
 /// `command-service`: runs a command in a PTY for each mesh connection.

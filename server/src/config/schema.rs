@@ -404,6 +404,16 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
         ],
     ),
     e(
+        "metrics",
+        Section::Services,
+        "Serve Prometheus metrics over HTTP (Rust extension; off unless given)",
+        &[
+            p("listen", Kind::Str, "Local TCP port or host:port to serve on").req().bare(),
+            p("path", Kind::Str, "URL path of the metrics").def("/metrics"),
+        ],
+    )
+    .singleton(),
+    e(
         "command-service",
         Section::Services,
         "Run an interactive command via a Receptor service",

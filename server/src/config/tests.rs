@@ -1059,3 +1059,53 @@ fn work_ttl_is_a_node_duration_defaulting_to_none() {
         "invalid value for workttl: invalid duration \"soon\"",
     );
 }
+
+#[test]
+fn metrics_entity_is_off_by_default_and_parsed_from_both_front_ends() {
+    assert_eq!(run("--node id=a").metrics, None);
+    assert_eq!(
+        run("--node id=a --metrics listen=127.0.0.1:9100").metrics,
+        Some(MetricsConfig {
+            listen: "127.0.0.1:9100".into(),
+            path: "/metrics".into(),
+        })
+    );
+    assert_eq!(
+        run("--node id=a --metrics 9100 path=/m").metrics,
+        Some(MetricsConfig {
+            listen: "0.0.0.0:9100".into(),
+            path: "/m".into(),
+        })
+    );
+    assert_eq!(
+        yaml("- node: {id: a}\n- metrics:\n    listen: \"[::1]:0\"\n").metrics,
+        Some(MetricsConfig {
+            listen: "[::1]:0".into(),
+            path: "/metrics".into(),
+        })
+    );
+    let problems = cli_problems("--node id=a --metrics path=/m");
+    assert!(
+        messages(&problems).iter().any(|m| m.contains("listen")),
+        "{problems:?}"
+    );
+    let problems = cli_problems("--node id=a --metrics listen=nonsense path=metrics");
+    let texts = messages(&problems);
+    assert!(
+        texts
+            .iter()
+            .any(|m| m.contains("neither a port nor host:port")),
+        "{problems:?}"
+    );
+    assert!(
+        texts.iter().any(|m| m.contains("must start with /")),
+        "{problems:?}"
+    );
+    let problems = cli_problems("--node id=a --metrics 1 --metrics 2");
+    assert!(
+        messages(&problems)
+            .iter()
+            .any(|m| m.contains("only allowed once")),
+        "{problems:?}"
+    );
+}

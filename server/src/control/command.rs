@@ -63,6 +63,33 @@ pub(crate) enum WorkCommand {
     },
 }
 
+impl Parsed {
+    /// The command's name in `receptor_control_requests_total` (`invalid` for lines that did
+    /// not parse): a fixed set, whatever a client sends.
+    pub(crate) fn metric_name(&self) -> &'static str {
+        match self {
+            Parsed::Errors(_) => "invalid",
+            Parsed::Command(command) => match command {
+                Command::Status { .. } => "status",
+                Command::Ping { .. } => "ping",
+                Command::Traceroute { .. } => "traceroute",
+                Command::Reload => "reload",
+                Command::Grpc => "grpc",
+                Command::Connect { .. } => "connect",
+                Command::Work(work) => match work {
+                    WorkCommand::List { .. } => "work_list",
+                    WorkCommand::Status { .. } => "work_status",
+                    WorkCommand::Watch { .. } => "work_watch",
+                    WorkCommand::Submit(_) => "work_submit",
+                    WorkCommand::Results { .. } => "work_results",
+                    WorkCommand::Cancel { .. } => "work_cancel",
+                    WorkCommand::Release { .. } => "work_release",
+                },
+            },
+        }
+    }
+}
+
 /// Keys of a JSON submit that are not work parameters.
 const SUBMIT_RESERVED: &[&str] = &[
     "command",

@@ -166,6 +166,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "status");
         let report = self.ops.status().await.map_err(|e| ops_status(&e))?;
         Ok(Response::new(status_response(report)))
     }
@@ -176,6 +178,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         _request: Request<pb::WatchTopologyRequest>,
     ) -> Result<Response<Self::WatchTopologyStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "watch_topology");
         struct Watch {
             ops: Ops,
             changes: tokio::sync::watch::Receiver<u64>,
@@ -224,6 +228,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         request: Request<pb::PingRequest>,
     ) -> Result<Response<Self::PingStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "ping");
         let request = request.into_inner();
         required(&request.node, "node")?;
         let count = match request.count {
@@ -253,6 +259,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         request: Request<pb::TracerouteRequest>,
     ) -> Result<Response<Self::TracerouteStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "traceroute");
         let target = request.into_inner().node;
         required(&target, "node")?;
         let ops = self.ops.clone();
@@ -280,6 +288,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         request: Request<tonic::Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "connect");
         use pb::connect_request::Request as In;
         use pb::connect_response::Response as Out;
         let mut inbound = request.into_inner();
@@ -379,6 +389,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         _request: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "reload");
         self.ops.reload().await.map_err(|e| reload_status(&e))?;
         Ok(Response::new(pb::ReloadResponse {}))
     }
@@ -387,6 +399,8 @@ impl pb::mesh_server::Mesh for MeshService {
         &self,
         _request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "version");
         Ok(Response::new(pb::VersionResponse {
             version: self.ops.version().to_owned(),
             node_id: self.ops.node().id().to_owned(),

@@ -64,6 +64,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<tonic::Streaming<pb::SubmitRequest>>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_submit");
         use pb::submit_request::Request as In;
         let caller = caller_of(&request);
         let mut inbound = request.into_inner();
@@ -155,6 +157,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         _request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_list");
         let units = self
             .ops
             .work_list(None)
@@ -172,6 +176,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::WorkUnit>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_status");
         let unit_id = request.into_inner().unit_id;
         required_unit(&unit_id)?;
         let status = self
@@ -188,6 +194,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<pb::ResultsRequest>,
     ) -> Result<Response<Self::ResultsStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_results");
         use pb::results_response::Response as Out;
         let caller = caller_of(&request);
         let request = request.into_inner();
@@ -242,6 +250,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_cancel");
         let caller = caller_of(&request);
         let request = request.into_inner();
         required_unit(&request.unit_id)?;
@@ -259,6 +269,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_release");
         let caller = caller_of(&request);
         let request = request.into_inner();
         required_unit(&request.unit_id)?;
@@ -278,6 +290,8 @@ impl pb::work_server::Work for WorkService {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.ops
+            .count_request(crate::metrics::Frontend::Grpc, "work_watch");
         let request = request.into_inner();
         let scope = Some(request.unit_id).filter(|id| !id.is_empty());
         // Subscribe before listing, so no change between the two is missed.

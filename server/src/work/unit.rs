@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{broadcast, watch};
@@ -91,6 +92,16 @@ pub(crate) struct Snapshot {
     pub(crate) released: bool,
 }
 
+/// Where a unit reports its changes.
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    /// The engine's change feed ([`super::WorkEngine::watch`]).
+    pub(crate) events: broadcast::Sender<WorkEvent>,
+    pub(crate) metrics: crate::metrics::WorkMetrics,
+    /// When the unit was submitted, if that happened in this process (for its duration).
+    pub(crate) submitted_at: Option<tokio::time::Instant>,
+}
+
 /// One work unit in memory.
 #[derive(Debug)]
 pub(crate) struct Unit {
@@ -108,11 +119,32 @@ pub(crate) struct Unit {
     pub(crate) op_lock: tokio::sync::Mutex<()>,
     /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
     pub(crate) abort_input: CancellationToken,
-    /// The engine's change feed ([`super::WorkEngine::watch`]).
-    events: broadcast::Sender<WorkEvent>,
+    hooks: Hooks,
     /// The context of the unit's `work.unit` span, set at submission (not persisted: after
     /// a restart the unit's operations start new traces).
     trace: std::sync::OnceLock<crate::telemetry::TraceParent>,
+    /// The unit was counted in `receptor_work_units_finished_total` (or was already final
+    /// when it came into memory): each unit is counted once, in its settled final state.
+    finish_counted: AtomicBool,
+    /// A cancel is in progress: a `Failed` written meanwhile (the killed runner's) is not the
+    /// outcome yet; see [`Unit::cancelling`].
+    cancelling: AtomicBool,
+}
+
+/// Marks a cancel in progress; see [`Unit::cancelling`].
+#[derive(Debug)]
+pub(crate) struct Cancelling<'a>(&'a Unit);
+
+impl Drop for Cancelling<'_> {
+    fn drop(&mut self) {
+        self.0.cancelling.store(false, Ordering::Relaxed);
+        // Count the outcome now if the cancel left the unit final without a countable write
+        // (e.g. it stayed `Failed`).
+        let state = self.0.state();
+        if state.is_final() {
+            self.0.count_finished(state);
+        }
+    }
 }
 
 impl Unit {
@@ -121,9 +153,10 @@ impl Unit {
         dir: PathBuf,
         worker: Option<Arc<dyn Worker>>,
         status: Status,
-        events: broadcast::Sender<WorkEvent>,
+        hooks: Hooks,
     ) -> Arc<Self> {
         let file = StatusFile::new(&dir);
+        let finish_counted = AtomicBool::new(status.state.is_final());
         Arc::new(Self {
             id,
             dir,
@@ -136,8 +169,10 @@ impl Unit {
             write_lock: std::sync::Mutex::new(()),
             op_lock: tokio::sync::Mutex::new(()),
             abort_input: CancellationToken::new(),
-            events,
+            hooks,
             trace: std::sync::OnceLock::new(),
+            finish_counted,
+            cancelling: AtomicBool::new(false),
         })
     }
 
@@ -183,6 +218,11 @@ impl Unit {
         self.snapshot.borrow().status.clone()
     }
 
+    /// The last known state (without copying the status).
+    pub(crate) fn state(&self) -> State {
+        self.snapshot.borrow().status.state
+    }
+
     pub(crate) fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.snapshot.subscribe()
     }
@@ -201,7 +241,26 @@ impl Unit {
         }
     }
 
+    /// Marks a cancel (or release) in progress until the guard is dropped: a cancelled
+    /// runner may record `Failed` before the engine records `Canceled`, and only the latter
+    /// is the unit's outcome for the metrics.
+    pub(crate) fn cancelling(&self) -> Cancelling<'_> {
+        self.cancelling.store(true, Ordering::Relaxed);
+        Cancelling(self)
+    }
+
+    /// Counts the unit as finished in `state`, once.
+    fn count_finished(&self, state: State) {
+        if self.finish_counted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let work_type = self.worker.as_ref().map_or("unknown", |w| w.work_type());
+        let elapsed = self.hooks.submitted_at.map(|at| at.elapsed());
+        self.hooks.metrics.finished(work_type, state, elapsed);
+    }
+
     fn publish(&self, status: Status) {
+        let state = status.state;
         let changed = self.snapshot.send_if_modified(|s| {
             if s.status == status {
                 false
@@ -210,6 +269,10 @@ impl Unit {
                 true
             }
         });
+        let provisional = state == State::FAILED && self.cancelling.load(Ordering::Relaxed);
+        if changed && state.is_final() && !provisional {
+            self.count_finished(state);
+        }
         if changed {
             self.announce();
         }
@@ -217,8 +280,8 @@ impl Unit {
 
     /// Tells the engine's watchers about the current snapshot. Nobody listening is normal.
     fn announce(&self) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(WorkEvent {
+        if self.hooks.events.receiver_count() > 0 {
+            let _ = self.hooks.events.send(WorkEvent {
                 unit_id: self.id.to_string(),
                 status: super::unit_status(self),
                 released: self.is_released(),
