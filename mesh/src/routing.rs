@@ -3,7 +3,7 @@
 //! spawns or touches a socket. `node::actor` drives it.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use tokio::time::Instant;
 
@@ -87,6 +87,10 @@ pub struct RoutingTable {
     sequence: u64,
     /// Node -> row, our own row included (it holds our established links).
     nodes: BTreeMap<String, NodeEntry>,
+    /// Neighbour -> the nodes whose rows list it: every row read backwards, so that deleting
+    /// the edges towards a node visits only the rows that have one, not the whole database
+    /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
+    listed_by: HashMap<String, BTreeSet<String>>,
     /// Update ID -> when first seen.
     seen: HashMap<String, Instant>,
     /// The keys of `seen` in insertion order, so the oldest can be evicted when the set is full.
@@ -113,6 +117,7 @@ impl RoutingTable {
             epoch,
             sequence: 0,
             nodes,
+            listed_by: HashMap::new(),
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             routes: BTreeMap::new(),
@@ -147,6 +152,9 @@ impl RoutingTable {
             .connections
             .get_or_insert_with(BTreeMap::new)
             .insert(self.own_id.clone(), cost);
+        let own_id = self.own_id.clone();
+        self.index_edge(&own_id, peer);
+        self.index_edge(peer, &own_id);
     }
 
     /// The link to `peer` is gone: removes both directions of the edge.
@@ -162,6 +170,9 @@ impl RoutingTable {
         {
             row.remove(&self.own_id);
         }
+        let own_id = self.own_id.clone();
+        self.unindex_edge(&own_id, peer);
+        self.unindex_edge(peer, &own_id);
     }
 
     /// Our established links and their costs.
@@ -259,7 +270,13 @@ impl RoutingTable {
         let entry = self.nodes.entry(update.node_id.clone()).or_default();
         entry.version = Some((update.update_epoch, update.update_sequence));
         if entry.connections != update.connections {
-            entry.connections.clone_from(&update.connections);
+            let old = std::mem::replace(&mut entry.connections, update.connections.clone());
+            for neighbour in old.iter().flat_map(BTreeMap::keys) {
+                self.unindex_edge(&update.node_id, neighbour);
+            }
+            for neighbour in update.connections.iter().flat_map(BTreeMap::keys) {
+                self.index_edge(&update.node_id, neighbour);
+            }
             self.remove_edges_not_confirmed(&update.node_id, update.connections.as_ref());
             outcome.topology_changed = true;
         }
@@ -402,12 +419,52 @@ impl RoutingTable {
         node: &str,
         connections: Option<&BTreeMap<String, f64>>,
     ) {
-        for (other, entry) in &mut self.nodes {
-            if *other == self.own_id || connections.is_some_and(|c| c.contains_key(other)) {
-                continue;
-            }
-            if let Some(row) = entry.connections.as_mut() {
+        let Some(listing) = self.listed_by.get_mut(node) else {
+            return;
+        };
+        let own_id = &self.own_id;
+        let unconfirmed: Vec<String> = listing
+            .iter()
+            .filter(|other| {
+                *other != own_id && !connections.is_some_and(|c| c.contains_key(other.as_str()))
+            })
+            .cloned()
+            .collect();
+        for other in &unconfirmed {
+            listing.remove(other);
+        }
+        if listing.is_empty() {
+            self.listed_by.remove(node);
+        }
+        for other in unconfirmed {
+            if let Some(row) = self
+                .nodes
+                .get_mut(&other)
+                .and_then(|entry| entry.connections.as_mut())
+            {
                 row.remove(node);
+            }
+        }
+    }
+
+    /// Records that `from`'s row lists `to`.
+    fn index_edge(&mut self, from: &str, to: &str) {
+        if let Some(listing) = self.listed_by.get_mut(to) {
+            if !listing.contains(from) {
+                listing.insert(from.to_owned());
+            }
+        } else {
+            self.listed_by
+                .insert(to.to_owned(), BTreeSet::from([from.to_owned()]));
+        }
+    }
+
+    /// Records that `from`'s row no longer lists `to`.
+    fn unindex_edge(&mut self, from: &str, to: &str) {
+        if let Some(listing) = self.listed_by.get_mut(to) {
+            listing.remove(from);
+            if listing.is_empty() {
+                self.listed_by.remove(to);
             }
         }
     }
@@ -651,6 +708,106 @@ mod tests {
             let names: Vec<String> = self.tables.keys().cloned().collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             self.flood(&names);
+        }
+    }
+
+    impl RoutingTable {
+        /// The reverse index, rebuilt from the rows.
+        fn index_from_rows(&self) -> HashMap<String, BTreeSet<String>> {
+            let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for (node, entry) in &self.nodes {
+                for neighbour in entry.connections.iter().flat_map(BTreeMap::keys) {
+                    index
+                        .entry(neighbour.clone())
+                        .or_default()
+                        .insert(node.clone());
+                }
+            }
+            index
+        }
+    }
+
+    /// The reverse index matches the rows, and deleting unconfirmed edges through it has the
+    /// effect of the plain rule of §4.4 (visit every known node), over random updates, link
+    /// changes and withdrawals.
+    #[test]
+    fn edge_removal_matches_the_plain_rule() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = Instant::now();
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let mut t = RoutingTable::new("n0", 1);
+        // The plain rule, applied to a copy of the rows.
+        let mut plain: BTreeMap<String, Option<BTreeMap<String, f64>>> =
+            BTreeMap::from([("n0".to_owned(), Some(BTreeMap::new()))]);
+        let mut sequence = 0;
+        for step in 0..3000 {
+            let node = &names[rng.random_range(0..names.len())];
+            let peer = &names[rng.random_range(1..names.len())];
+            match rng.random_range(0..10) {
+                0 => {
+                    t.link_up(peer, 1.0);
+                    plain
+                        .entry("n0".into())
+                        .or_default()
+                        .get_or_insert_default()
+                        .insert(peer.clone(), 1.0);
+                    plain
+                        .entry(peer.clone())
+                        .or_default()
+                        .get_or_insert_default()
+                        .insert("n0".into(), 1.0);
+                }
+                1 => {
+                    t.link_down(peer);
+                    plain
+                        .entry("n0".into())
+                        .or_default()
+                        .get_or_insert_default()
+                        .remove(peer);
+                    if let Some(Some(row)) = plain.get_mut(peer) {
+                        row.remove("n0");
+                    }
+                }
+                _ if node != "n0" => {
+                    sequence += 1;
+                    let links: Vec<(&str, f64)> = names
+                        .iter()
+                        .filter(|n| *n != node && rng.random_bool(0.3))
+                        .map(|n| (n.as_str(), 1.0))
+                        .collect();
+                    let mut u = update(node, &format!("s{step}"), 5, sequence, &links);
+                    if rng.random_bool(0.1) {
+                        u.connections = None;
+                    }
+                    let outcome = t.handle_update(&u, now);
+                    if outcome.dropped.is_none() {
+                        plain.entry(node.clone()).or_default();
+                    }
+                    if outcome.topology_changed {
+                        plain.insert(node.clone(), u.connections.clone());
+                        for (other, row) in &mut plain {
+                            if other != "n0"
+                                && !u
+                                    .connections
+                                    .as_ref()
+                                    .is_some_and(|c| c.contains_key(other))
+                                && let Some(row) = row
+                            {
+                                row.remove(node);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let plain_costs: BTreeMap<String, BTreeMap<String, f64>> = plain
+                .iter()
+                .map(|(n, row)| (n.clone(), row.clone().unwrap_or_default()))
+                .collect();
+            assert_eq!(t.known_connection_costs(), plain_costs, "step {step}");
+            assert_eq!(t.listed_by, t.index_from_rows(), "step {step}");
         }
     }
 

@@ -102,8 +102,12 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
             // The handshake, then evil's own links: a and the first 1,000 fakes.
             let mut evil_links = vec!["a"];
             evil_links.extend(names.iter().take(1000).map(String::as_str));
-            outbound.send(fake_update("evil", usize::MAX - 1, 1, &["a"])).await?;
-            outbound.send(fake_update("evil", usize::MAX, 2, &evil_links)).await?;
+            outbound
+                .send(fake_update("evil", usize::MAX - 1, 1, &["a"]))
+                .await?;
+            outbound
+                .send(fake_update("evil", usize::MAX, 2, &evil_links))
+                .await?;
             let mut id = 0;
             for round in 1u64.. {
                 for i in 0..FAKES {
@@ -160,9 +164,16 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
     for node in [&a, &b] {
         let status = node.status().await?;
         let known = status.known_connection_costs.len();
-        assert!(known <= MAX_KNOWN_NODES, "{} knows {known} nodes", node.id());
+        assert!(
+            known <= MAX_KNOWN_NODES,
+            "{} knows {known} nodes",
+            node.id()
+        );
     }
-    assert_eq!(a.status().await?.known_connection_costs.len(), MAX_KNOWN_NODES);
+    assert_eq!(
+        a.status().await?.known_connection_costs.len(),
+        MAX_KNOWN_NODES
+    );
     let anon_after = anon_kb()?;
     let grown_mib = anon_after.saturating_sub(anon_before) / 1024;
     eprintln!(
