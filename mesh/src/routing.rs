@@ -3,7 +3,8 @@
 //! spawns or touches a socket. `node::actor` drives it.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 use tokio::time::Instant;
 
@@ -91,10 +92,13 @@ pub struct RoutingTable {
     /// the edges towards a node visits only the rows that have one, not the whole database
     /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
     listed_by: HashMap<String, BTreeSet<String>>,
-    /// Update ID -> when first seen.
-    seen: HashMap<String, Instant>,
-    /// The keys of `seen` in insertion order, so the oldest can be evicted when the set is full.
-    seen_order: VecDeque<String>,
+    /// Update IDs seen (see [`SeenKey`]).
+    seen: HashSet<SeenKey>,
+    /// The keys of `seen` in insertion order with when they were seen, so the oldest can be
+    /// evicted when the set is full.
+    seen_order: VecDeque<(SeenKey, Instant)>,
+    /// Keys the hash of over-long update IDs.
+    seen_hasher: RandomState,
     /// Destination -> next hop, as of the last recompute.
     routes: BTreeMap<String, String>,
 }
@@ -118,8 +122,9 @@ impl RoutingTable {
             sequence: 0,
             nodes,
             listed_by: HashMap::new(),
-            seen: HashMap::new(),
+            seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            seen_hasher: RandomState::new(),
             routes: BTreeMap::new(),
         }
     }
@@ -230,7 +235,7 @@ impl RoutingTable {
         }
 
         // Step 3.
-        if self.seen.contains_key(&update.update_id) {
+        if self.seen.contains(&self.seen_key(&update.update_id)) {
             return UpdateOutcome::dropped("update already seen");
         }
         self.record_seen(&update.update_id, now);
@@ -288,10 +293,14 @@ impl RoutingTable {
 
     /// Forgets update IDs older than [`SEEN_UPDATE_TTL`].
     pub fn purge_seen(&mut self, now: Instant) {
-        self.seen
-            .retain(|_, seen_at| now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL);
-        let seen = &self.seen;
-        self.seen_order.retain(|id| seen.contains_key(id));
+        let seen = &mut self.seen;
+        self.seen_order.retain(|(key, seen_at)| {
+            let keep = now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL;
+            if !keep {
+                seen.remove(key);
+            }
+            keep
+        });
     }
 
     /// Recomputes shortest paths from us over the directed reported edges.
@@ -397,18 +406,32 @@ impl RoutingTable {
             .get_or_insert_with(BTreeMap::new)
     }
 
+    fn seen_key(&self, update_id: &str) -> SeenKey {
+        let bytes = update_id.as_bytes();
+        match u8::try_from(bytes.len()) {
+            Ok(len) if len < 16 => {
+                let mut packed = [0; 16];
+                packed[..bytes.len()].copy_from_slice(bytes);
+                packed[15] = len;
+                SeenKey(u128::from_le_bytes(packed))
+            }
+            _ => SeenKey(u128::from(self.seen_hasher.hash_one(bytes)) | (0xFF << 120)),
+        }
+    }
+
     fn record_seen(&mut self, update_id: &str, now: Instant) {
         while self.seen.len() >= MAX_SEEN_UPDATES {
             match self.seen_order.pop_front() {
-                Some(oldest) => {
+                Some((oldest, _)) => {
                     self.seen.remove(&oldest);
                 }
                 // Unreachable while `seen_order` mirrors `seen`; stop rather than spin.
                 None => break,
             }
         }
-        self.seen.insert(update_id.to_owned(), now);
-        self.seen_order.push_back(update_id.to_owned());
+        let key = self.seen_key(update_id);
+        self.seen.insert(key);
+        self.seen_order.push_back((key, now));
     }
 
     /// Deletes every other node's edge to `node` unless `node` lists that node too, which keeps
@@ -500,6 +523,14 @@ pub fn validate_update(update: &RoutingUpdate) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+/// An update ID as a fixed-size key. IDs of up to 15 bytes (Go's are 8 characters) are kept
+/// exactly, with their length in the last byte; longer ones, which neither Go nor we send, by
+/// a keyed 64-bit hash marked with 0xFF there. The seen set of a large mesh holds up to
+/// [`MAX_SEEN_UPDATES`] IDs on every node, so this costs about 50 bytes an ID where two heap
+/// strings (the set and its eviction order) cost about 130.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeenKey(u128);
 
 /// A tentative label in the Dijkstra queue, ordered by cost, then next hop, then node.
 #[derive(Debug, Clone, Copy)]
@@ -712,6 +743,10 @@ mod tests {
     }
 
     impl RoutingTable {
+        fn remembers(&self, update_id: &str) -> bool {
+            self.seen.contains(&self.seen_key(update_id))
+        }
+
         /// The reverse index, rebuilt from the rows.
         fn index_from_rows(&self) -> HashMap<String, BTreeSet<String>> {
             let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
@@ -1070,6 +1105,34 @@ mod tests {
     }
 
     #[test]
+    fn seen_keys_tell_update_ids_apart() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let ids = [
+            "",
+            "abc",
+            "abc\0",
+            "ABC",
+            "abcdefgh",
+            "abcdefghijklmno",   // 15 bytes: kept exactly
+            "abcdefghijklmnop",  // 16 bytes: hashed
+            "abcdefghijklmnopq", // 17 bytes: hashed
+        ];
+        let keys: BTreeSet<u128> = ids.iter().map(|id| t.seen_key(id).0).collect();
+        assert_eq!(keys.len(), ids.len());
+        for (seq, id) in (1..).zip(ids) {
+            assert!(!t.remembers(id), "{id:?}");
+            assert!(
+                t.handle_update(&update("x", id, 5, seq, &[]), now).flood,
+                "{id:?}"
+            );
+            assert!(t.remembers(id), "{id:?}");
+            let again = t.handle_update(&update("x", id, 5, seq + 100, &[]), now);
+            assert_eq!(again.dropped, Some("update already seen"), "{id:?}");
+        }
+    }
+
+    #[test]
     fn withdrawn_link_deletes_the_far_ends_edge() {
         let now = Instant::now();
         let mut t = RoutingTable::new("a", 1);
@@ -1237,13 +1300,10 @@ mod tests {
         assert_eq!(t.seen.len(), MAX_SEEN_UPDATES);
         assert_eq!(t.seen_order.len(), MAX_SEEN_UPDATES);
         for seq in 1..=extra {
-            assert!(!t.seen.contains_key(&format!("s{seq}")));
+            assert!(!t.remembers(&format!("s{seq}")));
         }
-        assert!(t.seen.contains_key(&format!("s{}", extra + 1)));
-        assert!(
-            t.seen
-                .contains_key(&format!("s{}", MAX_SEEN_UPDATES + extra))
-        );
+        assert!(t.remembers(&format!("s{}", extra + 1)));
+        assert!(t.remembers(&format!("s{}", MAX_SEEN_UPDATES + extra)));
     }
 
     #[test]
@@ -1258,8 +1318,8 @@ mod tests {
         assert_eq!(t.seen.len(), 2, "exactly the TTL old is kept");
 
         t.purge_seen(t0 + SEEN_UPDATE_TTL + Duration::from_secs(1));
-        assert!(!t.seen.contains_key("early"));
-        assert!(t.seen.contains_key("late"));
+        assert!(!t.remembers("early"));
+        assert!(t.remembers("late"));
         assert_eq!(t.seen_order.len(), 1);
 
         // A forgotten ID is processed again (and here accepted: its sequence is newer).
