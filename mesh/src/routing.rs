@@ -3,7 +3,7 @@
 //! spawns or touches a socket. `node::actor` drives it.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 
 use tokio::time::Instant;
@@ -91,7 +91,9 @@ pub struct RoutingTable {
     /// Neighbour -> the nodes whose rows list it: every row read backwards, so that deleting
     /// the edges towards a node visits only the rows that have one, not the whole database
     /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
-    listed_by: HashMap<String, BTreeSet<String>>,
+    /// Sorted vectors: most nodes are listed by a handful of others, and a `BTreeSet` would
+    /// allocate room for eleven.
+    listed_by: HashMap<String, Vec<String>>,
     /// Update IDs seen (see [`SeenKey`]).
     seen: HashSet<SeenKey>,
     /// The keys of `seen` in insertion order with when they were seen, so the oldest can be
@@ -446,16 +448,15 @@ impl RoutingTable {
             return;
         };
         let own_id = &self.own_id;
-        let unconfirmed: Vec<String> = listing
-            .iter()
-            .filter(|other| {
-                *other != own_id && !connections.is_some_and(|c| c.contains_key(other.as_str()))
-            })
-            .cloned()
-            .collect();
-        for other in &unconfirmed {
-            listing.remove(other);
-        }
+        let mut unconfirmed = Vec::new();
+        listing.retain(|other| {
+            let confirmed =
+                other == own_id || connections.is_some_and(|c| c.contains_key(other.as_str()));
+            if !confirmed {
+                unconfirmed.push(other.clone());
+            }
+            confirmed
+        });
         if listing.is_empty() {
             self.listed_by.remove(node);
         }
@@ -473,19 +474,20 @@ impl RoutingTable {
     /// Records that `from`'s row lists `to`.
     fn index_edge(&mut self, from: &str, to: &str) {
         if let Some(listing) = self.listed_by.get_mut(to) {
-            if !listing.contains(from) {
-                listing.insert(from.to_owned());
+            if let Err(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
+                listing.insert(at, from.to_owned());
             }
         } else {
-            self.listed_by
-                .insert(to.to_owned(), BTreeSet::from([from.to_owned()]));
+            self.listed_by.insert(to.to_owned(), vec![from.to_owned()]);
         }
     }
 
     /// Records that `from`'s row no longer lists `to`.
     fn unindex_edge(&mut self, from: &str, to: &str) {
         if let Some(listing) = self.listed_by.get_mut(to) {
-            listing.remove(from);
+            if let Ok(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
+                listing.remove(at);
+            }
             if listing.is_empty() {
                 self.listed_by.remove(to);
             }
@@ -748,7 +750,7 @@ mod tests {
         }
 
         /// The reverse index, rebuilt from the rows.
-        fn index_from_rows(&self) -> HashMap<String, BTreeSet<String>> {
+        fn index_from_rows(&self) -> HashMap<String, Vec<String>> {
             let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
             for (node, entry) in &self.nodes {
                 for neighbour in entry.connections.iter().flat_map(BTreeMap::keys) {
@@ -759,6 +761,9 @@ mod tests {
                 }
             }
             index
+                .into_iter()
+                .map(|(n, set)| (n, set.into_iter().collect()))
+                .collect()
         }
     }
 
