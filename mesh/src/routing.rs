@@ -77,7 +77,63 @@ struct NodeEntry {
     version: Option<(u64, u64)>,
     /// The node's reported links. `None` (Go's nil map) and `Some(empty)` differ when an update is
     /// compared against them, as in Go's `reflect.DeepEqual`.
-    connections: Option<BTreeMap<String, f64>>,
+    connections: Option<Row>,
+}
+
+/// A node's reported links, sorted by neighbour name. Every node holds one row per node of the
+/// mesh, so rows are compact: a boxed slice, replaced whole by updates, where a `BTreeMap`
+/// allocates room for eleven links (about 370 bytes) however few it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Row(Box<[(Box<str>, f64)]>);
+
+impl Row {
+    fn from_map(map: &BTreeMap<String, f64>) -> Self {
+        Self(map.iter().map(|(n, c)| (n.as_str().into(), *c)).collect())
+    }
+
+    fn to_map(&self) -> BTreeMap<String, f64> {
+        self.iter().map(|(n, c)| (n.to_owned(), c)).collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(n, c)| (&**n, *c))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| &**n)
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name))
+    }
+
+    fn insert(&mut self, name: &str, cost: f64) {
+        match self.position(name) {
+            Ok(at) => self.0[at].1 = cost,
+            Err(at) => {
+                let mut links = Vec::from(std::mem::take(&mut self.0));
+                links.insert(at, (name.into(), cost));
+                self.0 = links.into_boxed_slice();
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.position(name) {
+            let mut links = Vec::from(std::mem::take(&mut self.0));
+            links.remove(at);
+            self.0 = links.into_boxed_slice();
+        }
+    }
+
+    /// Whether the row lists exactly `map` (`BTreeMap` equality: same names, same costs).
+    fn equals(&self, map: &BTreeMap<String, f64>) -> bool {
+        self.0.len() == map.len()
+            && self
+                .iter()
+                .zip(map)
+                .all(|((n, c), (map_n, map_c))| n == map_n && c == *map_c)
+    }
 }
 
 /// The link-state database and the routing table computed from it.
@@ -115,7 +171,7 @@ impl RoutingTable {
             own_id.clone(),
             NodeEntry {
                 version: None,
-                connections: Some(BTreeMap::new()),
+                connections: Some(Row::default()),
             },
         );
         Self {
@@ -151,14 +207,14 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
-        self.own_row_mut().insert(peer.to_owned(), cost);
+        self.own_row_mut().insert(peer, cost);
         // The peer becomes a key at once, as in Go, so it is routable before its first update.
         self.nodes
             .entry(peer.to_owned())
             .or_default()
             .connections
-            .get_or_insert_with(BTreeMap::new)
-            .insert(self.own_id.clone(), cost);
+            .get_or_insert_with(Row::default)
+            .insert(&self.own_id, cost);
         let own_id = self.own_id.clone();
         self.index_edge(&own_id, peer);
         self.index_edge(peer, &own_id);
@@ -183,12 +239,12 @@ impl RoutingTable {
     }
 
     /// Our established links and their costs.
-    pub fn links(&self) -> &BTreeMap<String, f64> {
-        static EMPTY: BTreeMap<String, f64> = BTreeMap::new();
+    pub fn links(&self) -> BTreeMap<String, f64> {
         self.nodes
             .get(&self.own_id)
             .and_then(|entry| entry.connections.as_ref())
-            .unwrap_or(&EMPTY)
+            .map(Row::to_map)
+            .unwrap_or_default()
     }
 
     /// Builds our next update: increments the sequence, lists our established links
@@ -201,7 +257,7 @@ impl RoutingTable {
             update_id,
             update_epoch: self.epoch,
             update_sequence: self.sequence,
-            connections: Some(self.links().clone()),
+            connections: Some(self.links()),
             forwarding_node: self.own_id.clone(),
             suspected_duplicate,
         }
@@ -276,9 +332,15 @@ impl RoutingTable {
         }
         let entry = self.nodes.entry(update.node_id.clone()).or_default();
         entry.version = Some((update.update_epoch, update.update_sequence));
-        if entry.connections != update.connections {
-            let old = std::mem::replace(&mut entry.connections, update.connections.clone());
-            for neighbour in old.iter().flat_map(BTreeMap::keys) {
+        let unchanged = match (&entry.connections, &update.connections) {
+            (None, None) => true,
+            (Some(row), Some(map)) => row.equals(map),
+            _ => false,
+        };
+        if !unchanged {
+            let new = update.connections.as_ref().map(Row::from_map);
+            let old = std::mem::replace(&mut entry.connections, new);
+            for neighbour in old.iter().flat_map(Row::names) {
                 self.unindex_edge(&update.node_id, neighbour);
             }
             for neighbour in update.connections.iter().flat_map(BTreeMap::keys) {
@@ -322,11 +384,9 @@ impl RoutingTable {
                 entry
                     .connections
                     .iter()
-                    .flatten()
+                    .flat_map(Row::iter)
                     // Only keys of the database are destinations.
-                    .filter_map(|(neighbour, cost)| {
-                        index.get(neighbour.as_str()).map(|&i| (i, *cost))
-                    })
+                    .filter_map(|(neighbour, cost)| index.get(neighbour).map(|&i| (i, cost)))
                     .collect()
             })
             .collect();
@@ -386,7 +446,10 @@ impl RoutingTable {
     pub fn known_connection_costs(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
         self.nodes
             .iter()
-            .map(|(node, entry)| (node.clone(), entry.connections.clone().unwrap_or_default()))
+            .map(|(node, entry)| {
+                let row = entry.connections.as_ref().map(Row::to_map);
+                (node.clone(), row.unwrap_or_default())
+            })
             .collect()
     }
 
@@ -400,12 +463,12 @@ impl RoutingTable {
         self.nodes.len()
     }
 
-    fn own_row_mut(&mut self) -> &mut BTreeMap<String, f64> {
+    fn own_row_mut(&mut self) -> &mut Row {
         self.nodes
             .entry(self.own_id.clone())
             .or_default()
             .connections
-            .get_or_insert_with(BTreeMap::new)
+            .get_or_insert_with(Row::default)
     }
 
     fn seen_key(&self, update_id: &str) -> SeenKey {
@@ -753,9 +816,9 @@ mod tests {
         fn index_from_rows(&self) -> HashMap<String, Vec<String>> {
             let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
             for (node, entry) in &self.nodes {
-                for neighbour in entry.connections.iter().flat_map(BTreeMap::keys) {
+                for neighbour in entry.connections.iter().flat_map(Row::names) {
                     index
-                        .entry(neighbour.clone())
+                        .entry(neighbour.to_owned())
                         .or_default()
                         .insert(node.clone());
                 }
