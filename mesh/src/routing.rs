@@ -3,7 +3,8 @@
 //! spawns or touches a socket. `node::actor` drives it.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 use tokio::time::Instant;
 
@@ -76,7 +77,63 @@ struct NodeEntry {
     version: Option<(u64, u64)>,
     /// The node's reported links. `None` (Go's nil map) and `Some(empty)` differ when an update is
     /// compared against them, as in Go's `reflect.DeepEqual`.
-    connections: Option<BTreeMap<String, f64>>,
+    connections: Option<Row>,
+}
+
+/// A node's reported links, sorted by neighbour name. Every node holds one row per node of the
+/// mesh, so rows are compact: a boxed slice, replaced whole by updates, where a `BTreeMap`
+/// allocates room for eleven links (about 370 bytes) however few it holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Row(Box<[(Box<str>, f64)]>);
+
+impl Row {
+    fn from_map(map: &BTreeMap<String, f64>) -> Self {
+        Self(map.iter().map(|(n, c)| (n.as_str().into(), *c)).collect())
+    }
+
+    fn to_map(&self) -> BTreeMap<String, f64> {
+        self.iter().map(|(n, c)| (n.to_owned(), c)).collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.0.iter().map(|(n, c)| (&**n, *c))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| &**n)
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| (**n).cmp(name))
+    }
+
+    fn insert(&mut self, name: &str, cost: f64) {
+        match self.position(name) {
+            Ok(at) => self.0[at].1 = cost,
+            Err(at) => {
+                let mut links = Vec::from(std::mem::take(&mut self.0));
+                links.insert(at, (name.into(), cost));
+                self.0 = links.into_boxed_slice();
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.position(name) {
+            let mut links = Vec::from(std::mem::take(&mut self.0));
+            links.remove(at);
+            self.0 = links.into_boxed_slice();
+        }
+    }
+
+    /// Whether the row lists exactly `map` (`BTreeMap` equality: same names, same costs).
+    fn equals(&self, map: &BTreeMap<String, f64>) -> bool {
+        self.0.len() == map.len()
+            && self
+                .iter()
+                .zip(map)
+                .all(|((n, c), (map_n, map_c))| n == map_n && c == *map_c)
+    }
 }
 
 /// The link-state database and the routing table computed from it.
@@ -87,10 +144,19 @@ pub struct RoutingTable {
     sequence: u64,
     /// Node -> row, our own row included (it holds our established links).
     nodes: BTreeMap<String, NodeEntry>,
-    /// Update ID -> when first seen.
-    seen: HashMap<String, Instant>,
-    /// The keys of `seen` in insertion order, so the oldest can be evicted when the set is full.
-    seen_order: VecDeque<String>,
+    /// Neighbour -> the nodes whose rows list it: every row read backwards, so that deleting
+    /// the edges towards a node visits only the rows that have one, not the whole database
+    /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
+    /// Sorted vectors: most nodes are listed by a handful of others, and a `BTreeSet` would
+    /// allocate room for eleven.
+    listed_by: HashMap<String, Vec<String>>,
+    /// Update IDs seen (see [`SeenKey`]).
+    seen: HashSet<SeenKey>,
+    /// The keys of `seen` in insertion order with when they were seen, so the oldest can be
+    /// evicted when the set is full.
+    seen_order: VecDeque<(SeenKey, Instant)>,
+    /// Keys the hash of over-long update IDs.
+    seen_hasher: RandomState,
     /// Destination -> next hop, as of the last recompute.
     routes: BTreeMap<String, String>,
 }
@@ -105,7 +171,7 @@ impl RoutingTable {
             own_id.clone(),
             NodeEntry {
                 version: None,
-                connections: Some(BTreeMap::new()),
+                connections: Some(Row::default()),
             },
         );
         Self {
@@ -113,8 +179,10 @@ impl RoutingTable {
             epoch,
             sequence: 0,
             nodes,
-            seen: HashMap::new(),
+            listed_by: HashMap::new(),
+            seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            seen_hasher: RandomState::new(),
             routes: BTreeMap::new(),
         }
     }
@@ -139,14 +207,17 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
-        self.own_row_mut().insert(peer.to_owned(), cost);
+        self.own_row_mut().insert(peer, cost);
         // The peer becomes a key at once, as in Go, so it is routable before its first update.
         self.nodes
             .entry(peer.to_owned())
             .or_default()
             .connections
-            .get_or_insert_with(BTreeMap::new)
-            .insert(self.own_id.clone(), cost);
+            .get_or_insert_with(Row::default)
+            .insert(&self.own_id, cost);
+        let own_id = self.own_id.clone();
+        self.index_edge(&own_id, peer);
+        self.index_edge(peer, &own_id);
     }
 
     /// The link to `peer` is gone: removes both directions of the edge.
@@ -162,15 +233,18 @@ impl RoutingTable {
         {
             row.remove(&self.own_id);
         }
+        let own_id = self.own_id.clone();
+        self.unindex_edge(&own_id, peer);
+        self.unindex_edge(peer, &own_id);
     }
 
     /// Our established links and their costs.
-    pub fn links(&self) -> &BTreeMap<String, f64> {
-        static EMPTY: BTreeMap<String, f64> = BTreeMap::new();
+    pub fn links(&self) -> BTreeMap<String, f64> {
         self.nodes
             .get(&self.own_id)
             .and_then(|entry| entry.connections.as_ref())
-            .unwrap_or(&EMPTY)
+            .map(Row::to_map)
+            .unwrap_or_default()
     }
 
     /// Builds our next update: increments the sequence, lists our established links
@@ -183,7 +257,7 @@ impl RoutingTable {
             update_id,
             update_epoch: self.epoch,
             update_sequence: self.sequence,
-            connections: Some(self.links().clone()),
+            connections: Some(self.links()),
             forwarding_node: self.own_id.clone(),
             suspected_duplicate,
         }
@@ -219,7 +293,7 @@ impl RoutingTable {
         }
 
         // Step 3.
-        if self.seen.contains_key(&update.update_id) {
+        if self.seen.contains(&self.seen_key(&update.update_id)) {
             return UpdateOutcome::dropped("update already seen");
         }
         self.record_seen(&update.update_id, now);
@@ -258,8 +332,20 @@ impl RoutingTable {
         }
         let entry = self.nodes.entry(update.node_id.clone()).or_default();
         entry.version = Some((update.update_epoch, update.update_sequence));
-        if entry.connections != update.connections {
-            entry.connections.clone_from(&update.connections);
+        let unchanged = match (&entry.connections, &update.connections) {
+            (None, None) => true,
+            (Some(row), Some(map)) => row.equals(map),
+            _ => false,
+        };
+        if !unchanged {
+            let new = update.connections.as_ref().map(Row::from_map);
+            let old = std::mem::replace(&mut entry.connections, new);
+            for neighbour in old.iter().flat_map(Row::names) {
+                self.unindex_edge(&update.node_id, neighbour);
+            }
+            for neighbour in update.connections.iter().flat_map(BTreeMap::keys) {
+                self.index_edge(&update.node_id, neighbour);
+            }
             self.remove_edges_not_confirmed(&update.node_id, update.connections.as_ref());
             outcome.topology_changed = true;
         }
@@ -271,10 +357,14 @@ impl RoutingTable {
 
     /// Forgets update IDs older than [`SEEN_UPDATE_TTL`].
     pub fn purge_seen(&mut self, now: Instant) {
-        self.seen
-            .retain(|_, seen_at| now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL);
-        let seen = &self.seen;
-        self.seen_order.retain(|id| seen.contains_key(id));
+        let seen = &mut self.seen;
+        self.seen_order.retain(|(key, seen_at)| {
+            let keep = now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL;
+            if !keep {
+                seen.remove(key);
+            }
+            keep
+        });
     }
 
     /// Recomputes shortest paths from us over the directed reported edges.
@@ -294,11 +384,9 @@ impl RoutingTable {
                 entry
                     .connections
                     .iter()
-                    .flatten()
+                    .flat_map(Row::iter)
                     // Only keys of the database are destinations.
-                    .filter_map(|(neighbour, cost)| {
-                        index.get(neighbour.as_str()).map(|&i| (i, *cost))
-                    })
+                    .filter_map(|(neighbour, cost)| index.get(neighbour).map(|&i| (i, cost)))
                     .collect()
             })
             .collect();
@@ -358,7 +446,10 @@ impl RoutingTable {
     pub fn known_connection_costs(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
         self.nodes
             .iter()
-            .map(|(node, entry)| (node.clone(), entry.connections.clone().unwrap_or_default()))
+            .map(|(node, entry)| {
+                let row = entry.connections.as_ref().map(Row::to_map);
+                (node.clone(), row.unwrap_or_default())
+            })
             .collect()
     }
 
@@ -372,26 +463,40 @@ impl RoutingTable {
         self.nodes.len()
     }
 
-    fn own_row_mut(&mut self) -> &mut BTreeMap<String, f64> {
+    fn own_row_mut(&mut self) -> &mut Row {
         self.nodes
             .entry(self.own_id.clone())
             .or_default()
             .connections
-            .get_or_insert_with(BTreeMap::new)
+            .get_or_insert_with(Row::default)
+    }
+
+    fn seen_key(&self, update_id: &str) -> SeenKey {
+        let bytes = update_id.as_bytes();
+        match u8::try_from(bytes.len()) {
+            Ok(len) if len < 16 => {
+                let mut packed = [0; 16];
+                packed[..bytes.len()].copy_from_slice(bytes);
+                packed[15] = len;
+                SeenKey(u128::from_le_bytes(packed))
+            }
+            _ => SeenKey(u128::from(self.seen_hasher.hash_one(bytes)) | (0xFF << 120)),
+        }
     }
 
     fn record_seen(&mut self, update_id: &str, now: Instant) {
         while self.seen.len() >= MAX_SEEN_UPDATES {
             match self.seen_order.pop_front() {
-                Some(oldest) => {
+                Some((oldest, _)) => {
                     self.seen.remove(&oldest);
                 }
                 // Unreachable while `seen_order` mirrors `seen`; stop rather than spin.
                 None => break,
             }
         }
-        self.seen.insert(update_id.to_owned(), now);
-        self.seen_order.push_back(update_id.to_owned());
+        let key = self.seen_key(update_id);
+        self.seen.insert(key);
+        self.seen_order.push_back((key, now));
     }
 
     /// Deletes every other node's edge to `node` unless `node` lists that node too, which keeps
@@ -402,12 +507,52 @@ impl RoutingTable {
         node: &str,
         connections: Option<&BTreeMap<String, f64>>,
     ) {
-        for (other, entry) in &mut self.nodes {
-            if *other == self.own_id || connections.is_some_and(|c| c.contains_key(other)) {
-                continue;
+        let Some(listing) = self.listed_by.get_mut(node) else {
+            return;
+        };
+        let own_id = &self.own_id;
+        let mut unconfirmed = Vec::new();
+        listing.retain(|other| {
+            let confirmed =
+                other == own_id || connections.is_some_and(|c| c.contains_key(other.as_str()));
+            if !confirmed {
+                unconfirmed.push(other.clone());
             }
-            if let Some(row) = entry.connections.as_mut() {
+            confirmed
+        });
+        if listing.is_empty() {
+            self.listed_by.remove(node);
+        }
+        for other in unconfirmed {
+            if let Some(row) = self
+                .nodes
+                .get_mut(&other)
+                .and_then(|entry| entry.connections.as_mut())
+            {
                 row.remove(node);
+            }
+        }
+    }
+
+    /// Records that `from`'s row lists `to`.
+    fn index_edge(&mut self, from: &str, to: &str) {
+        if let Some(listing) = self.listed_by.get_mut(to) {
+            if let Err(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
+                listing.insert(at, from.to_owned());
+            }
+        } else {
+            self.listed_by.insert(to.to_owned(), vec![from.to_owned()]);
+        }
+    }
+
+    /// Records that `from`'s row no longer lists `to`.
+    fn unindex_edge(&mut self, from: &str, to: &str) {
+        if let Some(listing) = self.listed_by.get_mut(to) {
+            if let Ok(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
+                listing.remove(at);
+            }
+            if listing.is_empty() {
+                self.listed_by.remove(to);
             }
         }
     }
@@ -443,6 +588,14 @@ pub fn validate_update(update: &RoutingUpdate) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+/// An update ID as a fixed-size key. IDs of up to 15 bytes (Go's are 8 characters) are kept
+/// exactly, with their length in the last byte; longer ones, which neither Go nor we send, by
+/// a keyed 64-bit hash marked with 0xFF there. The seen set of a large mesh holds up to
+/// [`MAX_SEEN_UPDATES`] IDs on every node, so this costs about 50 bytes an ID where two heap
+/// strings (the set and its eviction order) cost about 130.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeenKey(u128);
 
 /// A tentative label in the Dijkstra queue, ordered by cost, then next hop, then node.
 #[derive(Debug, Clone, Copy)]
@@ -651,6 +804,113 @@ mod tests {
             let names: Vec<String> = self.tables.keys().cloned().collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             self.flood(&names);
+        }
+    }
+
+    impl RoutingTable {
+        fn remembers(&self, update_id: &str) -> bool {
+            self.seen.contains(&self.seen_key(update_id))
+        }
+
+        /// The reverse index, rebuilt from the rows.
+        fn index_from_rows(&self) -> HashMap<String, Vec<String>> {
+            let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for (node, entry) in &self.nodes {
+                for neighbour in entry.connections.iter().flat_map(Row::names) {
+                    index
+                        .entry(neighbour.to_owned())
+                        .or_default()
+                        .insert(node.clone());
+                }
+            }
+            index
+                .into_iter()
+                .map(|(n, set)| (n, set.into_iter().collect()))
+                .collect()
+        }
+    }
+
+    /// The reverse index matches the rows, and deleting unconfirmed edges through it has the
+    /// effect of the plain rule of §4.4 (visit every known node), over random updates, link
+    /// changes and withdrawals.
+    #[test]
+    fn edge_removal_matches_the_plain_rule() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = Instant::now();
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let mut t = RoutingTable::new("n0", 1);
+        // The plain rule, applied to a copy of the rows.
+        let mut plain: BTreeMap<String, Option<BTreeMap<String, f64>>> =
+            BTreeMap::from([("n0".to_owned(), Some(BTreeMap::new()))]);
+        let mut sequence = 0;
+        for step in 0..3000 {
+            let node = &names[rng.random_range(0..names.len())];
+            let peer = &names[rng.random_range(1..names.len())];
+            match rng.random_range(0..10) {
+                0 => {
+                    t.link_up(peer, 1.0);
+                    plain
+                        .entry("n0".into())
+                        .or_default()
+                        .get_or_insert_default()
+                        .insert(peer.clone(), 1.0);
+                    plain
+                        .entry(peer.clone())
+                        .or_default()
+                        .get_or_insert_default()
+                        .insert("n0".into(), 1.0);
+                }
+                1 => {
+                    t.link_down(peer);
+                    plain
+                        .entry("n0".into())
+                        .or_default()
+                        .get_or_insert_default()
+                        .remove(peer);
+                    if let Some(Some(row)) = plain.get_mut(peer) {
+                        row.remove("n0");
+                    }
+                }
+                _ if node != "n0" => {
+                    sequence += 1;
+                    let links: Vec<(&str, f64)> = names
+                        .iter()
+                        .filter(|n| *n != node && rng.random_bool(0.3))
+                        .map(|n| (n.as_str(), 1.0))
+                        .collect();
+                    let mut u = update(node, &format!("s{step}"), 5, sequence, &links);
+                    if rng.random_bool(0.1) {
+                        u.connections = None;
+                    }
+                    let outcome = t.handle_update(&u, now);
+                    if outcome.dropped.is_none() {
+                        plain.entry(node.clone()).or_default();
+                    }
+                    if outcome.topology_changed {
+                        plain.insert(node.clone(), u.connections.clone());
+                        for (other, row) in &mut plain {
+                            if other != "n0"
+                                && !u
+                                    .connections
+                                    .as_ref()
+                                    .is_some_and(|c| c.contains_key(other))
+                                && let Some(row) = row
+                            {
+                                row.remove(node);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let plain_costs: BTreeMap<String, BTreeMap<String, f64>> = plain
+                .iter()
+                .map(|(n, row)| (n.clone(), row.clone().unwrap_or_default()))
+                .collect();
+            assert_eq!(t.known_connection_costs(), plain_costs, "step {step}");
+            assert_eq!(t.listed_by, t.index_from_rows(), "step {step}");
         }
     }
 
@@ -913,6 +1173,34 @@ mod tests {
     }
 
     #[test]
+    fn seen_keys_tell_update_ids_apart() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let ids = [
+            "",
+            "abc",
+            "abc\0",
+            "ABC",
+            "abcdefgh",
+            "abcdefghijklmno",   // 15 bytes: kept exactly
+            "abcdefghijklmnop",  // 16 bytes: hashed
+            "abcdefghijklmnopq", // 17 bytes: hashed
+        ];
+        let keys: BTreeSet<u128> = ids.iter().map(|id| t.seen_key(id).0).collect();
+        assert_eq!(keys.len(), ids.len());
+        for (seq, id) in (1..).zip(ids) {
+            assert!(!t.remembers(id), "{id:?}");
+            assert!(
+                t.handle_update(&update("x", id, 5, seq, &[]), now).flood,
+                "{id:?}"
+            );
+            assert!(t.remembers(id), "{id:?}");
+            let again = t.handle_update(&update("x", id, 5, seq + 100, &[]), now);
+            assert_eq!(again.dropped, Some("update already seen"), "{id:?}");
+        }
+    }
+
+    #[test]
     fn withdrawn_link_deletes_the_far_ends_edge() {
         let now = Instant::now();
         let mut t = RoutingTable::new("a", 1);
@@ -1080,13 +1368,10 @@ mod tests {
         assert_eq!(t.seen.len(), MAX_SEEN_UPDATES);
         assert_eq!(t.seen_order.len(), MAX_SEEN_UPDATES);
         for seq in 1..=extra {
-            assert!(!t.seen.contains_key(&format!("s{seq}")));
+            assert!(!t.remembers(&format!("s{seq}")));
         }
-        assert!(t.seen.contains_key(&format!("s{}", extra + 1)));
-        assert!(
-            t.seen
-                .contains_key(&format!("s{}", MAX_SEEN_UPDATES + extra))
-        );
+        assert!(t.remembers(&format!("s{}", extra + 1)));
+        assert!(t.remembers(&format!("s{}", MAX_SEEN_UPDATES + extra)));
     }
 
     #[test]
@@ -1101,8 +1386,8 @@ mod tests {
         assert_eq!(t.seen.len(), 2, "exactly the TTL old is kept");
 
         t.purge_seen(t0 + SEEN_UPDATE_TTL + Duration::from_secs(1));
-        assert!(!t.seen.contains_key("early"));
-        assert!(t.seen.contains_key("late"));
+        assert!(!t.remembers("early"));
+        assert!(t.remembers("late"));
         assert_eq!(t.seen_order.len(), 1);
 
         // A forgotten ID is processed again (and here accepted: its sequence is newer).
