@@ -12,12 +12,16 @@
 //! - [`quic`]: streams: QUIC (quinn) over packet conns, with the Go-compatible insecure TLS
 //!   of ConnType 1 services and a hook for user TLS.
 //! - [`tls`]: TLS configurations and certificate checks for backends and mesh streams.
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the bodies of the cargo-fuzz targets.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod adverts;
 pub mod backend;
 pub mod firewall;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod node;
 pub mod packet_conn;
