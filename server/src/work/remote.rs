@@ -113,7 +113,7 @@ pub(crate) struct RemoteExtra {
 }
 
 impl RemoteExtra {
-    fn parse(raw: Option<&str>) -> Option<Self> {
+    pub(crate) fn parse(raw: Option<&str>) -> Option<Self> {
         raw.and_then(|raw| serde_json::from_str(raw).ok())
     }
 
@@ -121,7 +121,7 @@ impl RemoteExtra {
         crate::gojson::to_go_json(self)
     }
 
-    fn expires_at(&self) -> Option<SystemTime> {
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
         if self.expiration.is_empty() || self.expiration == ZERO_TIME {
             return None;
         }
@@ -134,8 +134,27 @@ impl RemoteExtra {
     }
 }
 
+/// A remote unit's `ExtraData` as shown to clients: without its secret parameters.
+pub(crate) fn public_extra_data(extra_data: Option<&str>) -> ExtraData {
+    match RemoteExtra::parse(extra_data) {
+        Some(mut extra) => {
+            extra.remote_params.retain(|k, _| !is_secret(k));
+            ExtraData::Json(extra.to_json())
+        }
+        None => extra_data.map_or(ExtraData::Null, |raw| ExtraData::Json(raw.to_owned())),
+    }
+}
+
+/// The `Expiration` of a remote unit submitted now with `ttl`: Go's zero time for none.
+pub(crate) fn expiration(ttl: Option<Duration>) -> String {
+    match ttl {
+        None => ZERO_TIME.to_owned(),
+        Some(ttl) => rfc3339(SystemTime::now() + ttl),
+    }
+}
+
 /// Secrets are keys starting with `secret_`, case-insensitively.
-fn is_secret(key: &str) -> bool {
+pub(crate) fn is_secret(key: &str) -> bool {
     key.len() >= 7 && key[..7].eq_ignore_ascii_case("secret_")
 }
 
@@ -440,18 +459,14 @@ impl RemoteWorker {
         } else {
             Some(crate::config::parse_duration(&request.ttl).map_err(WorkerError)?)
         };
-        let expiration = match ttl {
-            None => ZERO_TIME.to_owned(),
-            Some(ttl) => {
-                if request.sign_work
-                    && let Some(signer) = &self.ctx.signer
-                    && ttl > signer.expiration()
-                {
-                    tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
-                }
-                rfc3339(SystemTime::now() + ttl)
-            }
-        };
+        if let Some(ttl) = ttl
+            && request.sign_work
+            && let Some(signer) = &self.ctx.signer
+            && ttl > signer.expiration()
+        {
+            tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+        }
+        let expiration = expiration(ttl);
         Ok(RemoteExtra {
             remote_node: request.node.clone(),
             remote_work_type: request.work_type.clone(),
@@ -1326,13 +1341,7 @@ impl Worker for RemoteWorker {
     }
 
     fn public_extra_data(&self, extra_data: Option<&str>) -> ExtraData {
-        match RemoteExtra::parse(extra_data) {
-            Some(mut extra) => {
-                extra.remote_params.retain(|k, _| !is_secret(k));
-                ExtraData::Json(extra.to_json())
-            }
-            None => extra_data.map_or(ExtraData::Null, |raw| ExtraData::Json(raw.to_owned())),
-        }
+        public_extra_data(extra_data)
     }
 
     fn stdout_complete_when_final(&self) -> bool {
