@@ -155,7 +155,10 @@ pub(crate) fn expiration(ttl: Option<Duration>) -> String {
 
 /// Secrets are keys starting with `secret_`, case-insensitively.
 pub(crate) fn is_secret(key: &str) -> bool {
-    key.len() >= 7 && key[..7].eq_ignore_ascii_case("secret_")
+    // Compared as bytes: a key's 7th byte may sit inside a multi-byte character.
+    key.as_bytes()
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"secret_"))
 }
 
 /// Go's `Mon Jan 2 15:04:05` (UTC here).
@@ -1352,6 +1355,27 @@ impl Worker for RemoteWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `grpc_request` fuzz target: a submit parameter key whose 7th byte falls
+    /// inside a multi-byte character (`secretƢ`) panicked on slicing. Submissions reach this
+    /// from gRPC and the control socket; `ExtraData` from status files on disk too.
+    #[test]
+    fn secret_keys_with_multibyte_characters_do_not_panic() {
+        assert!(!is_secret("secretƢx"));
+        assert!(!is_secret("secret"));
+        assert!(!is_secret("ƢƢƢƢ"));
+        assert!(is_secret("secret_x"));
+        assert!(is_secret("SeCrEt_Ƣ"));
+        let shown = public_extra_data(Some(
+            r#"{"RemoteNode":"n","RemoteParams":{"secretƢx":"a","Secret_y":"b","params":"-n"}}"#,
+        ));
+        let ExtraData::Json(json) = shown else {
+            panic!("a remote unit's ExtraData must stay JSON: {shown:?}");
+        };
+        assert!(json.contains(r#""secretƢx":"a""#), "{json}");
+        assert!(json.contains(r#""params":"-n""#), "{json}");
+        assert!(!json.contains("Secret_y"), "a secret was shown: {json}");
+    }
 
     #[test]
     fn unit_ids_are_parsed_like_go() {
