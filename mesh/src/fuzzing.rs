@@ -130,7 +130,11 @@ pub fn routing_update(data: &[u8]) {
             }
             _ => check_routes(&mut table, &live),
         }
-        let links: BTreeMap<&str, f64> = table.links().iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let links: BTreeMap<&str, f64> = table
+            .links()
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
         assert_eq!(links, live, "our links are not the live connections");
         assert!(
             table.node_count() <= MAX_KNOWN_NODES + NAMES.len(),
@@ -248,11 +252,19 @@ pub fn smoke(seeds: &Path, iterations: usize, body: impl Fn(&[u8])) {
         .filter_map(|path| std::fs::read(path).ok())
         .collect();
     corpus.sort();
-    assert!(!corpus.is_empty(), "seed corpus {} is empty", seeds.display());
+    assert!(
+        !corpus.is_empty(),
+        "seed corpus {} is empty",
+        seeds.display()
+    );
     let run = |input: &[u8]| {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(input)));
         if let Err(panic) = outcome {
-            eprintln!("fuzz smoke: failing input ({} bytes): {}", input.len(), hex(input));
+            eprintln!(
+                "fuzz smoke: failing input ({} bytes): {}",
+                input.len(),
+                hex(input)
+            );
             std::panic::resume_unwind(panic);
         }
     };

@@ -287,8 +287,11 @@ impl RoutingTable {
     pub fn recompute(&mut self) {
         // Nodes are indexed in name order so that comparing indices compares names: ties
         // between equal-cost paths go to the lexicographically smallest next hop.
-        let listed: Vec<(&String, &NodeEntry)> =
-            self.nodes.iter().filter(|(_, entry)| entry.listed).collect();
+        let listed: Vec<(&String, &NodeEntry)> = self
+            .nodes
+            .iter()
+            .filter(|(_, entry)| entry.listed)
+            .collect();
         let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let Some(&own) = index.get(self.own_id.as_str()) else {

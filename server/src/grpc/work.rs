@@ -34,7 +34,9 @@ pub(crate) fn required_unit(unit_id: &str) -> Result<(), Status> {
 }
 
 /// The submission a `Submit` header asks for, checked before anything is created.
-pub(crate) fn submit_request(header: pb::SubmitHeader) -> Result<crate::work::SubmitRequest, Status> {
+pub(crate) fn submit_request(
+    header: pb::SubmitHeader,
+) -> Result<crate::work::SubmitRequest, Status> {
     if header.work_type.is_empty() {
         return Err(invalid("header.work_type is required"));
     }
