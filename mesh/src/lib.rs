@@ -14,12 +14,16 @@
 //! - [`metrics`]: a dependency-free registry of counters, gauges and histograms, read through
 //!   one snapshot API by every exporter; the node's `receptor_mesh_*` metrics.
 //! - [`tls`]: TLS configurations and certificate checks for backends and mesh streams.
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the bodies of the cargo-fuzz targets.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod adverts;
 pub mod backend;
 pub mod firewall;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod metrics;
 pub mod node;

@@ -78,6 +78,10 @@ struct NodeEntry {
     /// The node's reported links. `None` (Go's nil map) and `Some(empty)` differ when an update is
     /// compared against them, as in Go's `reflect.DeepEqual`.
     connections: Option<Row>,
+    /// Whether the node is in the link-state database proper (Go's `knownConnectionCosts`):
+    /// set by a link or by an update that changed its connections. A node whose updates only
+    /// ever carried `null` connections is versioned but neither shown nor routable, as in Go.
+    listed: bool,
 }
 
 /// A node's reported links, sorted by neighbour name. Every node holds one row per node of the
@@ -172,6 +176,7 @@ impl RoutingTable {
             NodeEntry {
                 version: None,
                 connections: Some(Row::default()),
+                listed: true,
             },
         );
         Self {
@@ -209,9 +214,9 @@ impl RoutingTable {
         }
         self.own_row_mut().insert(peer, cost);
         // The peer becomes a key at once, as in Go, so it is routable before its first update.
-        self.nodes
-            .entry(peer.to_owned())
-            .or_default()
+        let entry = self.nodes.entry(peer.to_owned()).or_default();
+        entry.listed = true;
+        entry
             .connections
             .get_or_insert_with(Row::default)
             .insert(&self.own_id, cost);
@@ -340,6 +345,7 @@ impl RoutingTable {
         if !unchanged {
             let new = update.connections.as_ref().map(Row::from_map);
             let old = std::mem::replace(&mut entry.connections, new);
+            entry.listed = true;
             for neighbour in old.iter().flat_map(Row::names) {
                 self.unindex_edge(&update.node_id, neighbour);
             }
@@ -371,16 +377,20 @@ impl RoutingTable {
     pub fn recompute(&mut self) {
         // Nodes are indexed in name order so that comparing indices compares names: ties
         // between equal-cost paths go to the lexicographically smallest next hop.
-        let names: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
+        let listed: Vec<(&String, &NodeEntry)> = self
+            .nodes
+            .iter()
+            .filter(|(_, entry)| entry.listed)
+            .collect();
+        let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
         let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
         let Some(&own) = index.get(self.own_id.as_str()) else {
             self.routes.clear();
             return;
         };
-        let edges: Vec<Vec<(usize, f64)>> = self
-            .nodes
-            .values()
-            .map(|entry| {
+        let edges: Vec<Vec<(usize, f64)>> = listed
+            .iter()
+            .map(|(_, entry)| {
                 entry
                     .connections
                     .iter()
@@ -446,6 +456,7 @@ impl RoutingTable {
     pub fn known_connection_costs(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
         self.nodes
             .iter()
+            .filter(|(_, entry)| entry.listed)
             .map(|(node, entry)| {
                 let row = entry.connections.as_ref().map(Row::to_map);
                 (node.clone(), row.unwrap_or_default())
@@ -1242,6 +1253,34 @@ mod tests {
         assert!(outcome.flood);
         assert!(!outcome.topology_changed);
         assert!(t.known_connection_costs()["x"].is_empty());
+    }
+
+    /// Found by the `routing_update` fuzz target: the first update of a node with `null`
+    /// connections put the node in the database (shown by `status`, and a destination from
+    /// the next recompute) without `topology_changed`. Go keeps such a node out of
+    /// `knownConnectionCosts` until it reports connections.
+    #[test]
+    fn null_connections_from_a_new_node_add_nothing_to_the_database() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "1", 5, 1, &[("a", 1.0), ("x", 1.0)]), now);
+        let before = t.known_connection_costs();
+        let mut u = update("x", "2", 5, 1, &[]);
+        u.connections = None;
+        let outcome = t.handle_update(&u, now);
+        assert_eq!(outcome.new_node.as_deref(), Some("x"));
+        assert!(outcome.flood);
+        assert!(!outcome.topology_changed);
+        assert!(t.is_known("x"));
+        assert_eq!(t.known_connection_costs(), before);
+        t.recompute();
+        assert_eq!(t.next_hop("x"), None);
+        // Once it reports connections it is in the database and routable.
+        let outcome = t.handle_update(&update("x", "3", 5, 2, &[("b", 1.0)]), now);
+        assert!(outcome.topology_changed);
+        t.recompute();
+        assert_eq!(t.next_hop("x"), Some("b"));
     }
 
     #[test]

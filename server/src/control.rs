@@ -4,7 +4,7 @@
 //! A thin front-end over [`Ops`]: it parses lines ([`command`]), runs the operation and renders
 //! the result as Go would (one line of compact JSON with sorted map keys, or `ERROR: ...`).
 
-mod command;
+pub(crate) mod command;
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;

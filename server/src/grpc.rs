@@ -19,8 +19,8 @@
 //! - `mesh`: the `Mesh` service.
 //! - `work`: the `Work` service.
 
-mod mesh;
-mod work;
+pub(crate) mod mesh;
+pub(crate) mod work;
 
 use std::path::Path;
 use std::pin::Pin;

@@ -14,12 +14,16 @@
 //! - [`work`]: the work engine (Go's Workceptor) and the hidden command runner.
 //! - [`telemetry`]: the log subscriber, OTLP export of spans, W3C trace context.
 //! - `gojson`: JSON written as Go writes it.
+//! - `fuzzing` (feature `fuzzing`, and in unit tests): the bodies of the cargo-fuzz targets.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod certs;
 pub mod config;
 pub mod control;
 pub mod daemon;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gojson;
 pub mod grpc;
 pub mod metrics;

@@ -22,7 +22,7 @@
 
 mod command;
 mod fswatch;
-mod remote;
+pub(crate) mod remote;
 mod results;
 pub mod runner;
 mod shlex;

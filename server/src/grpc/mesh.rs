@@ -37,7 +37,7 @@ impl MeshService {
     }
 }
 
-fn required(value: &str, field: &str) -> Result<(), Status> {
+pub(crate) fn required(value: &str, field: &str) -> Result<(), Status> {
     if value.is_empty() {
         Err(invalid(format!("{field} is required")))
     } else {
@@ -52,6 +52,41 @@ fn duration(d: Duration) -> pb_types::Duration {
 use receptor_proto::prost_types as pb_types;
 
 // === conversions ===
+
+/// A `Ping` request's probe count and interval, defaults applied.
+pub(crate) fn ping_options(request: &pb::PingRequest) -> Result<(u32, Duration), Status> {
+    required(&request.node, "node")?;
+    let count = match request.count {
+        0 => DEFAULT_PING_COUNT,
+        n if n > MAX_PING_COUNT => {
+            return Err(invalid(format!("count must be at most {MAX_PING_COUNT}")));
+        }
+        n => n,
+    };
+    let interval = match request.interval {
+        None => DEFAULT_PING_INTERVAL,
+        Some(d) => Duration::try_from(d)
+            .ok()
+            .filter(|d| *d <= MAX_PING_INTERVAL)
+            .ok_or_else(|| invalid("interval must be between 0 and 1 hour"))?,
+    };
+    Ok((count, interval))
+}
+
+/// The `open` a `Connect` stream must start with (`first` is its first message).
+pub(crate) fn connect_open(first: Option<pb::ConnectRequest>) -> Result<pb::ConnectOpen, Status> {
+    use pb::connect_request::Request as In;
+    let open = match first {
+        Some(pb::ConnectRequest {
+            request: Some(In::Open(open)),
+        }) => open,
+        Some(_) => return Err(invalid("the first message must carry open")),
+        None => return Err(invalid("the request stream ended before open")),
+    };
+    required(&open.node, "open.node")?;
+    required(&open.service, "open.service")?;
+    Ok(open)
+}
 
 fn status_response(report: StatusReport) -> pb::StatusResponse {
     let mesh = report.mesh;
@@ -231,21 +266,7 @@ impl pb::mesh_server::Mesh for MeshService {
         self.ops
             .count_request(crate::metrics::Frontend::Grpc, "ping");
         let request = request.into_inner();
-        required(&request.node, "node")?;
-        let count = match request.count {
-            0 => DEFAULT_PING_COUNT,
-            n if n > MAX_PING_COUNT => {
-                return Err(invalid(format!("count must be at most {MAX_PING_COUNT}")));
-            }
-            n => n,
-        };
-        let interval = match request.interval {
-            None => DEFAULT_PING_INTERVAL,
-            Some(d) => Duration::try_from(d)
-                .ok()
-                .filter(|d| *d <= MAX_PING_INTERVAL)
-                .ok_or_else(|| invalid("interval must be between 0 and 1 hour"))?,
-        };
+        let (count, interval) = ping_options(&request)?;
         let stream = self
             .ops
             .ping_series(request.node, count, interval)
@@ -293,15 +314,7 @@ impl pb::mesh_server::Mesh for MeshService {
         use pb::connect_request::Request as In;
         use pb::connect_response::Response as Out;
         let mut inbound = request.into_inner();
-        let open = match inbound.message().await.map_err(request_stream_status)? {
-            Some(pb::ConnectRequest {
-                request: Some(In::Open(open)),
-            }) => open,
-            Some(_) => return Err(invalid("the first message must carry open")),
-            None => return Err(invalid("the request stream ended before open")),
-        };
-        required(&open.node, "open.node")?;
-        required(&open.service, "open.service")?;
+        let open = connect_open(inbound.message().await.map_err(request_stream_status)?)?;
         let stream = self
             .ops
             .connect(&open.node, &open.service, &open.tls_client)

@@ -25,12 +25,54 @@ impl WorkService {
     }
 }
 
-fn required_unit(unit_id: &str) -> Result<(), Status> {
+pub(crate) fn required_unit(unit_id: &str) -> Result<(), Status> {
     if unit_id.is_empty() {
         Err(invalid("unit_id is required"))
     } else {
         Ok(())
     }
+}
+
+/// The submission a `Submit` header asks for, checked before anything is created.
+pub(crate) fn submit_request(
+    header: pb::SubmitHeader,
+) -> Result<crate::work::SubmitRequest, Status> {
+    if header.work_type.is_empty() {
+        return Err(invalid("header.work_type is required"));
+    }
+    let ttl = match header.ttl {
+        None => String::new(),
+        Some(ttl) => std::time::Duration::try_from(ttl)
+            .map(go_duration)
+            .map_err(|_| invalid("header.ttl must not be negative"))?,
+    };
+    let mut params: std::collections::BTreeMap<String, String> =
+        header.params.into_iter().collect();
+    // Reserved as in a classic submit; the request's metadata is the usual carrier.
+    let trace_parent = params.remove(crate::telemetry::TRACEPARENT);
+    Ok(crate::work::SubmitRequest {
+        node: if header.node.is_empty() {
+            "localhost".to_owned()
+        } else {
+            header.node
+        },
+        work_type: header.work_type,
+        params,
+        tls_client: header.tls_client,
+        ttl,
+        sign_work: header.sign_work,
+        signature: header.signature,
+        trace_parent,
+    })
+}
+
+/// Checks a `Results` request's fields.
+pub(crate) fn check_results(request: &pb::ResultsRequest) -> Result<(), Status> {
+    required_unit(&request.unit_id)?;
+    if request.offset < 0 {
+        return Err(invalid("offset must not be negative"));
+    }
+    Ok(())
 }
 
 /// A unit's status as the contract shows it.
@@ -76,33 +118,8 @@ impl pb::work_server::Work for WorkService {
             Some(_) => return Err(invalid("the first message must carry header")),
             None => return Err(invalid("the request stream ended before header")),
         };
-        if header.work_type.is_empty() {
-            return Err(invalid("header.work_type is required"));
-        }
-        let ttl = match header.ttl {
-            None => String::new(),
-            Some(ttl) => std::time::Duration::try_from(ttl)
-                .map(go_duration)
-                .map_err(|_| invalid("header.ttl must not be negative"))?,
-        };
-        let mut params: std::collections::BTreeMap<String, String> =
-            header.params.into_iter().collect();
-        // Reserved as in a classic submit; the request's metadata is the usual carrier.
-        let trace_parent = params.remove(crate::telemetry::TRACEPARENT);
-        let submit = crate::work::SubmitRequest {
-            node: if header.node.is_empty() {
-                "localhost".to_owned()
-            } else {
-                header.node
-            },
-            work_type: header.work_type,
-            params,
-            tls_client: header.tls_client,
-            ttl,
-            sign_work: header.sign_work,
-            signature: header.signature,
-            trace_parent,
-        };
+        let payload_size = header.payload_size;
+        let submit = submit_request(header)?;
         let mut submission = self
             .ops
             .work_submit(submit, caller)
@@ -133,10 +150,10 @@ impl pb::work_server::Work for WorkService {
             () = self.cancel.cancelled() => return Err(super::shutting_down()),
             uploaded = upload => uploaded?,
         }
-        if header.payload_size != 0 && submission.received() != header.payload_size {
+        if payload_size != 0 && submission.received() != payload_size {
             return Err(invalid(format!(
                 "payload_size says {} bytes but {} arrived",
-                header.payload_size,
+                payload_size,
                 submission.received()
             )));
         }
@@ -199,10 +216,7 @@ impl pb::work_server::Work for WorkService {
         use pb::results_response::Response as Out;
         let caller = caller_of(&request);
         let request = request.into_inner();
-        required_unit(&request.unit_id)?;
-        if request.offset < 0 {
-            return Err(invalid("offset must not be negative"));
-        }
+        check_results(&request)?;
         let mut results = self
             .ops
             .work_results(&request.unit_id, request.offset, &request.signature, caller)

@@ -114,7 +114,7 @@ pub(crate) struct RemoteExtra {
 }
 
 impl RemoteExtra {
-    fn parse(raw: Option<&str>) -> Option<Self> {
+    pub(crate) fn parse(raw: Option<&str>) -> Option<Self> {
         raw.and_then(|raw| serde_json::from_str(raw).ok())
     }
 
@@ -122,7 +122,7 @@ impl RemoteExtra {
         crate::gojson::to_go_json(self)
     }
 
-    fn expires_at(&self) -> Option<SystemTime> {
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
         if self.expiration.is_empty() || self.expiration == ZERO_TIME {
             return None;
         }
@@ -135,9 +135,31 @@ impl RemoteExtra {
     }
 }
 
+/// A remote unit's `ExtraData` as shown to clients: without its secret parameters.
+pub(crate) fn public_extra_data(extra_data: Option<&str>) -> ExtraData {
+    match RemoteExtra::parse(extra_data) {
+        Some(mut extra) => {
+            extra.remote_params.retain(|k, _| !is_secret(k));
+            ExtraData::Json(extra.to_json())
+        }
+        None => extra_data.map_or(ExtraData::Null, |raw| ExtraData::Json(raw.to_owned())),
+    }
+}
+
+/// The `Expiration` of a remote unit submitted now with `ttl`: Go's zero time for none.
+pub(crate) fn expiration(ttl: Option<Duration>) -> String {
+    match ttl {
+        None => ZERO_TIME.to_owned(),
+        Some(ttl) => rfc3339(SystemTime::now() + ttl),
+    }
+}
+
 /// Secrets are keys starting with `secret_`, case-insensitively.
-fn is_secret(key: &str) -> bool {
-    key.len() >= 7 && key[..7].eq_ignore_ascii_case("secret_")
+pub(crate) fn is_secret(key: &str) -> bool {
+    // Compared as bytes: a key's 7th byte may sit inside a multi-byte character.
+    key.as_bytes()
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"secret_"))
 }
 
 /// Go's `Mon Jan 2 15:04:05` (UTC here).
@@ -441,18 +463,14 @@ impl RemoteWorker {
         } else {
             Some(crate::config::parse_duration(&request.ttl).map_err(WorkerError)?)
         };
-        let expiration = match ttl {
-            None => ZERO_TIME.to_owned(),
-            Some(ttl) => {
-                if request.sign_work
-                    && let Some(signer) = &self.ctx.signer
-                    && ttl > signer.expiration()
-                {
-                    tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
-                }
-                rfc3339(SystemTime::now() + ttl)
-            }
-        };
+        if let Some(ttl) = ttl
+            && request.sign_work
+            && let Some(signer) = &self.ctx.signer
+            && ttl > signer.expiration()
+        {
+            tracing::warn!(ttl = ?ttl, "ttl is longer than the work-signing token expiration");
+        }
+        let expiration = expiration(ttl);
         Ok(RemoteExtra {
             remote_node: request.node.clone(),
             remote_work_type: request.work_type.clone(),
@@ -1354,13 +1372,7 @@ impl Worker for RemoteWorker {
     }
 
     fn public_extra_data(&self, extra_data: Option<&str>) -> ExtraData {
-        match RemoteExtra::parse(extra_data) {
-            Some(mut extra) => {
-                extra.remote_params.retain(|k, _| !is_secret(k));
-                ExtraData::Json(extra.to_json())
-            }
-            None => extra_data.map_or(ExtraData::Null, |raw| ExtraData::Json(raw.to_owned())),
-        }
+        public_extra_data(extra_data)
     }
 
     fn stdout_complete_when_final(&self) -> bool {
@@ -1371,6 +1383,27 @@ impl Worker for RemoteWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `grpc_request` fuzz target: a submit parameter key whose 7th byte falls
+    /// inside a multi-byte character (`secretƢ`) panicked on slicing. Submissions reach this
+    /// from gRPC and the control socket; `ExtraData` from status files on disk too.
+    #[test]
+    fn secret_keys_with_multibyte_characters_do_not_panic() {
+        assert!(!is_secret("secretƢx"));
+        assert!(!is_secret("secret"));
+        assert!(!is_secret("ƢƢƢƢ"));
+        assert!(is_secret("secret_x"));
+        assert!(is_secret("SeCrEt_Ƣ"));
+        let shown = public_extra_data(Some(
+            r#"{"RemoteNode":"n","RemoteParams":{"secretƢx":"a","Secret_y":"b","params":"-n"}}"#,
+        ));
+        let ExtraData::Json(json) = shown else {
+            panic!("a remote unit's ExtraData must stay JSON: {shown:?}");
+        };
+        assert!(json.contains(r#""secretƢx":"a""#), "{json}");
+        assert!(json.contains(r#""params":"-n""#), "{json}");
+        assert!(!json.contains("Secret_y"), "a secret was shown: {json}");
+    }
 
     #[test]
     fn unit_ids_are_parsed_like_go() {
