@@ -100,7 +100,7 @@ impl Node {
 }
 
 /// A channel over a Unix socket (the URI is a placeholder; the connector decides).
-async fn unix_channel(path: PathBuf) -> Result<Channel> {
+pub(crate) async fn unix_channel(path: PathBuf) -> Result<Channel> {
     let channel = Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
@@ -630,7 +630,7 @@ async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Resu
 // === TLS ===
 
 /// A CA `<ca>.crt` and a certificate `<name>.crt` it signed for node `name`.
-async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
+pub(crate) async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
     if !dir.join(format!("{ca}.crt")).exists() {
         cert_tool(
             dir,
