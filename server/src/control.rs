@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use self::command::{Command, Parsed, WorkCommand};
 use crate::error_chain;
 use crate::gojson::{escape, go_string, to_go_json};
+use crate::idle::IdleConnections;
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
 use crate::work::{Caller, ExtraData, Outcome, UnitStatus, UnitWatch, WATCH_KEEPALIVE};
 
@@ -300,6 +301,7 @@ async fn serve_streams<S, P, F, Fut>(
     Fut: std::future::Future<Output = Option<std::io::Result<P>>>,
 {
     let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let idle = IdleConnections::default();
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -309,17 +311,23 @@ async fn serve_streams<S, P, F, Fut>(
             accepted = accept() => match accepted {
                 None => break,
                 Some(Ok(prepare)) => {
-                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                        tracing::warn!("too many control sessions, refusing one");
+                    // When full, the session idle the longest is closed to make room, so
+                    // idle connections cannot lock clients out.
+                    let Some(permit) = idle.acquire(&limit).await else {
+                        tracing::warn!("too many busy control sessions, refusing one");
                         continue;
                     };
                     let ops = ops.clone();
                     let cancel = cancel.child_token();
+                    let idle = idle.clone();
                     sessions.spawn(async move {
                         let session = async {
-                            // The per-connection set-up (a TLS handshake) logs its own failures.
+                            // The per-connection set-up (a TLS handshake) logs its own
+                            // failures; the session is idle until it is done.
+                            let waiting = idle.enter(cancel.clone());
                             let Ok(stream) = prepare.await else { return Ok(()) };
-                            serve_session_as(stream, &ops, caller).await
+                            drop(waiting);
+                            serve_session_with(stream, &ops, caller, Some((&idle, &cancel))).await
                         };
                         tokio::select! {
                             () = cancel.cancelled() => {}
@@ -386,6 +394,20 @@ pub async fn serve_session_as<S>(stream: S, ops: &Ops, caller: Caller) -> std::i
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_session_with(stream, ops, caller, None).await
+}
+
+/// [`serve_session_as`] on a capped listener: while the session waits for a command line it
+/// is registered in `idle`, which may end it through the token to make room.
+async fn serve_session_with<S>(
+    stream: S,
+    ops: &Ops,
+    caller: Caller,
+    idle: Option<(&IdleConnections, &CancellationToken)>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (reader, mut writer) = tokio::io::split(stream);
     // The buffered reader is kept for the whole session so that bytes read past a line (a
     // `work submit` payload) are never lost.
@@ -396,10 +418,12 @@ where
     let mut line = Vec::new();
     loop {
         line.clear();
+        let waiting = idle.map(|(idle, close)| idle.enter(close.clone()));
         let read = (&mut reader)
             .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .await?;
+        drop(waiting);
         if read == 0 {
             return Ok(());
         }
@@ -424,10 +448,9 @@ where
                     }
                 }
                 Parsed::Command(Command::Grpc) => {
-                    let slot = match ops.grpc().map(crate::grpc::GrpcHandoff::reserve) {
+                    let slot = match ops.grpc() {
                         None => Err("gRPC is not available on this node".to_owned()),
-                        Some(Err(error)) => Err(error.to_string()),
-                        Some(Ok(slot)) => Ok(slot),
+                        Some(handoff) => handoff.reserve().await.map_err(|e| e.to_string()),
                     };
                     match slot {
                         Err(error) => format!("ERROR: {error}\n"),

@@ -33,12 +33,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 use tonic::transport::server::Connected;
 
 pub use self::mesh::MeshService;
 pub use self::work::WorkService;
 use crate::control::UnixSocket;
+use crate::idle::{Idle, IdleConnections};
 use crate::ops::{Ops, OpsError};
 use crate::work::{Caller, WorkError};
 
@@ -88,10 +90,14 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// One client connection on its way to (and inside) the tonic server. It holds a slot of
-/// [`MAX_CONNECTIONS`] until it is closed.
+/// [`MAX_CONNECTIONS`] until it is closed. When every slot is taken, the connection that has
+/// sent nothing for the longest time is closed to make room (see [`crate::idle`]): it then
+/// reads as EOF and fails writes, and the server drops it. A real client reconnects.
 pub struct GrpcConn {
     io: Box<dyn Io>,
     info: ConnInfo,
+    idle: Idle,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -116,7 +122,25 @@ impl AsyncRead for GrpcConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.io).poll_read(cx, buf)
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.idle.touch();
+        }
+        read
+    }
+}
+
+impl GrpcConn {
+    /// Writes fail once the connection was closed to make room.
+    fn check_open(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +150,7 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut *self.io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -133,6 +158,7 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut *self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -204,6 +230,7 @@ pub enum HandoffError {
 pub struct GrpcHandoff {
     tx: mpsc::Sender<GrpcConn>,
     limit: Arc<Semaphore>,
+    idle: IdleConnections,
 }
 
 /// Creates the hand-off and the connection stream that [`serve`] consumes.
@@ -213,21 +240,24 @@ pub fn handoff() -> (GrpcHandoff, mpsc::Receiver<GrpcConn>) {
         GrpcHandoff {
             tx,
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            idle: IdleConnections::default(),
         },
         rx,
     )
 }
 
 impl GrpcHandoff {
-    /// Reserves a connection slot, if one is free.
+    /// Reserves a connection slot: a free one, else the one of the connection that has been
+    /// silent the longest, which is closed.
     ///
     /// # Errors
-    /// [`HandoffError::Busy`] when every slot is taken.
-    pub fn reserve(&self) -> Result<ConnSlot, HandoffError> {
-        Arc::clone(&self.limit)
-            .try_acquire_owned()
+    /// [`HandoffError::Busy`] when no slot could be freed.
+    pub async fn reserve(&self) -> Result<ConnSlot, HandoffError> {
+        self.idle
+            .acquire(&self.limit)
+            .await
             .map(|permit| ConnSlot { permit })
-            .map_err(|_| HandoffError::Busy)
+            .ok_or(HandoffError::Busy)
     }
 
     /// Hands a connection to the server in a reserved slot.
@@ -243,9 +273,12 @@ impl GrpcHandoff {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let close = CancellationToken::new();
         let conn = GrpcConn {
             io: Box::new(io),
             info: ConnInfo { caller },
+            idle: self.idle.enter(close.clone()),
+            closed: Box::pin(close.cancelled_owned()),
             _permit: slot.permit,
         };
         self.tx.send(conn).await.map_err(|_| HandoffError::Stopped)
@@ -329,7 +362,7 @@ pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: Cancel
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = handoff.reserve() else {
+                let Ok(slot) = handoff.reserve().await else {
                     tracing::warn!("too many gRPC connections, refusing one");
                     continue;
                 };
@@ -428,7 +461,7 @@ impl TcpGrpc {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Ok(slot) = handoff.reserve() else {
+            let Ok(slot) = handoff.reserve().await else {
                 tracing::warn!(%peer, "too many gRPC connections, refusing one");
                 continue;
             };

@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 mod gojson;
+mod idle;
 pub mod grpc;
 pub mod ops;
 pub mod services;

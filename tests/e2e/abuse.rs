@@ -611,7 +611,7 @@ const STILL: Duration = Duration::from_secs(2);
 /// Long enough for debug builds moving a few hundred MB.
 const LONG: Duration = Duration::from_secs(240);
 
-/// `seq 1 SEQ_LAST` prints 196,888,897 bytes.
+/// `seq 1 SEQ_LAST` prints 195,888,897 bytes.
 const SEQ_LAST: u64 = 23_000_000;
 
 /// The SHA-256 and length of what `command` prints, computed by the test itself.
@@ -698,7 +698,14 @@ async fn slow_work_results_readers_keep_memory_flat_and_get_every_byte() -> Resu
     let (want, want_len) = digest_of("seq", &["1", &SEQ_LAST.to_string()]).await?;
     let base_rss = rss_kib(pid)?;
 
-    let reply = control_session(&socket, b"work submit seq\n").await?;
+    let reply = control_session(
+        &socket,
+        concat!(
+            r#"{"command":"work","subcommand":"submit","node":"localhost","worktype":"seq"}"#,
+            "\n"
+        )
+        .as_bytes(),
+    ).await?;
     let unit = regex::Regex::new(r#""unitid":"([^"]+)""#)?
         .captures(&reply)
         .and_then(|c| c.get(1))

@@ -1,0 +1,181 @@
+//! Making room on a full listener by closing the connection that has been idle the longest.
+//!
+//! Control sessions and gRPC connections are capped ([`crate::control::MAX_SESSIONS`],
+//! [`crate::grpc::MAX_CONNECTIONS`]). A cap alone lets a client that opens that many
+//! connections and then says nothing lock every other client out for good (Go has no cap and
+//! no idle timeout, so it has neither the bound nor the lock-out). So when the cap is reached,
+//! the connection that has been idle the longest — a control session waiting for its next
+//! command line or its TLS handshake, a gRPC connection that has sent nothing for the longest
+//! time — is closed to make room for the new one. Busy connections (a command running, a
+//! results stream being written) are never chosen, and nothing is closed while there is room.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection waits for the evicted one to give its slot back.
+const EVICT_WAIT: Duration = Duration::from_secs(2);
+
+/// The connections of one capped listener (or server) that may be closed to make room.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleConnections {
+    inner: Arc<Mutex<Registry>>,
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    next: u64,
+    entries: HashMap<u64, Candidate>,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    /// Milliseconds since `epoch` of the last sign of life.
+    active: Arc<AtomicU64>,
+    /// Closes the connection.
+    close: CancellationToken,
+}
+
+impl Default for IdleConnections {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl IdleConnections {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Marks a connection as idle (closable through `close`) until the returned guard is
+    /// dropped; [`Idle::touch`] records activity meanwhile.
+    pub(crate) fn enter(&self, close: CancellationToken) -> Idle {
+        let active = Arc::new(AtomicU64::new(self.now_ms()));
+        let id = match self.inner.lock() {
+            Ok(mut registry) => {
+                let id = registry.next;
+                registry.next += 1;
+                registry.entries.insert(
+                    id,
+                    Candidate {
+                        active: Arc::clone(&active),
+                        close,
+                    },
+                );
+                Some(id)
+            }
+            Err(_) => None,
+        };
+        Idle {
+            owner: self.clone(),
+            id,
+            active,
+        }
+    }
+
+    /// Closes the connection idle the longest; false if none is idle.
+    fn evict_oldest(&self) -> bool {
+        let Ok(mut registry) = self.inner.lock() else {
+            return false;
+        };
+        let oldest = registry
+            .entries
+            .iter()
+            .min_by_key(|(id, c)| (c.active.load(Ordering::Relaxed), **id))
+            .map(|(id, _)| *id);
+        let Some(candidate) = oldest.and_then(|id| registry.entries.remove(&id)) else {
+            return false;
+        };
+        candidate.close.cancel();
+        true
+    }
+
+    /// A slot of `limit`: a free one, else the one freed by closing the connection idle the
+    /// longest. `None` when every connection is busy (or the evicted one did not let go in
+    /// time).
+    pub(crate) async fn acquire(&self, limit: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(limit).try_acquire_owned() {
+            return Some(permit);
+        }
+        if !self.evict_oldest() {
+            return None;
+        }
+        tracing::debug!("listener full: closed the connection idle the longest");
+        tokio::time::timeout(EVICT_WAIT, Arc::clone(limit).acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// A connection's registration as idle; dropping it makes the connection busy (unclosable).
+#[derive(Debug)]
+pub(crate) struct Idle {
+    owner: IdleConnections,
+    id: Option<u64>,
+    active: Arc<AtomicU64>,
+}
+
+impl Idle {
+    /// Records activity: the connection moves to the back of the eviction order.
+    pub(crate) fn touch(&self) {
+        self.active.store(self.owner.now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && let Ok(mut registry) = self.owner.inner.lock()
+        {
+            registry.entries.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_idle_connection_makes_room() {
+        let idle = IdleConnections::default();
+        let limit = Arc::new(Semaphore::new(2));
+        let first = CancellationToken::new();
+        let second = CancellationToken::new();
+        let held_first = idle.acquire(&limit).await;
+        let entry_first = idle.enter(first.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let held_second = idle.acquire(&limit).await;
+        let entry_second = idle.enter(second.clone());
+        assert!(held_first.is_some() && held_second.is_some());
+        // The older one was active more recently: the other one goes.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        entry_first.touch();
+        let releaser = tokio::spawn({
+            let second = second.clone();
+            async move {
+                second.cancelled().await;
+                drop(entry_second);
+                drop(held_second);
+            }
+        });
+        let third = idle.acquire(&limit).await;
+        assert!(third.is_some());
+        assert!(second.is_cancelled() && !first.is_cancelled());
+        releaser.await.unwrap();
+        // Busy connections are never closed: with nothing idle, a new one is refused.
+        drop(entry_first);
+        assert!(idle.acquire(&limit).await.is_none());
+        assert!(!first.is_cancelled());
+    }
+}
