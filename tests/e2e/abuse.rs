@@ -875,9 +875,15 @@ impl Firehose {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connect_and_proxy_readers_hold_back_the_producer() -> Result<()> {
     let firehose = Firehose::start().await?;
+    let dir = tempfile::tempdir()?;
+    let grpc = dir.path().join("grpc.sock");
     let mesh = Mesh::start(
-        tempfile::tempdir()?,
-        "- tcp-server: {bindaddr: 127.0.0.1, port: 0, remotenode: friend, remoteservice: firehose}\n",
+        dir,
+        &format!(
+            "- tcp-server: {{bindaddr: 127.0.0.1, port: 0, remotenode: friend, remoteservice: firehose}}\n\
+             - grpc-service: {{filename: {}}}\n",
+            grpc.display()
+        ),
         &format!(
             "- tcp-client: {{service: firehose, address: \"{}\"}}\n",
             firehose.addr
@@ -912,6 +918,39 @@ async fn stalled_connect_and_proxy_readers_hold_back_the_producer() -> Result<()
     })
     .await?;
 
+    // A gRPC `Mesh.Connect` whose reader stops after `opened` (its request stream stays
+    // open, as an interactive client's would).
+    use receptor_proto::v1 as pb;
+    let (_requests, rx) = tokio::sync::mpsc::channel(1);
+    _requests
+        .send(pb::ConnectRequest {
+            request: Some(pb::connect_request::Request::Open(pb::ConnectOpen {
+                node: "friend".into(),
+                service: "firehose".into(),
+                tls_client: String::new(),
+            })),
+        })
+        .await?;
+    let mut client =
+        pb::mesh_client::MeshClient::new(crate::grpc::unix_channel(grpc.clone()).await?);
+    let mut connected = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let opened = tokio::time::timeout(WAIT, connected.message()).await??;
+    ensure!(
+        matches!(
+            opened.and_then(|m| m.response),
+            Some(pb::connect_response::Response::Opened(_))
+        ),
+        "no opened message"
+    );
+    let grpc_feed = firehose.feed(2).await?;
+    let grpc_held = plateau("the gRPC connect's producer", || {
+        grpc_feed.written.load(Ordering::Relaxed)
+    })
+    .await?;
+
     // Other clients are served meanwhile.
     ping_friend(&socket).await?;
     let status = control_session(&socket, b"status\n").await?;
@@ -919,19 +958,35 @@ async fn stalled_connect_and_proxy_readers_hold_back_the_producer() -> Result<()
     let stalled_rss = rss_kib(pid)?;
 
     // The readers resume and get every byte, in order.
-    let (bridge_digest, proxy_digest) = tokio::try_join!(
+    let grpc_read = async {
+        let (mut hash, mut len) = (sha2::Sha256::new(), 0u64);
+        while let Some(message) = tokio::time::timeout(WAIT, connected.message()).await?? {
+            match message.response {
+                Some(pb::connect_response::Response::Data(data)) => {
+                    hash.update(&data);
+                    len += data.len() as u64;
+                }
+                other => bail!("unexpected {other:?}"),
+            }
+        }
+        Ok((hash.finalize().to_vec(), len))
+    };
+    let (bridge_digest, proxy_digest, grpc_digest) = tokio::try_join!(
         read_digest(&mut bridge, sha2::Sha256::new(), 0),
         read_digest(&mut proxied, sha2::Sha256::new(), 0),
+        grpc_read,
     )?;
     let end_rss = rss_kib(pid)?;
     eprintln!(
-        "stalled readers: producer held at {bridge_held} bytes (connect bridge) and \
-         {proxy_held} bytes (tcp-server proxy) of {FIREHOSE_TOTAL}; VmRSS {base_rss} KiB at \
-         start, {stalled_rss} KiB stalled, {end_rss} KiB after reading"
+        "stalled readers: producer held at {bridge_held} bytes (connect bridge), \
+         {proxy_held} bytes (tcp-server proxy) and {grpc_held} bytes (gRPC Mesh.Connect) of \
+         {FIREHOSE_TOTAL}; VmRSS {base_rss} KiB at start, {stalled_rss} KiB stalled, \
+         {end_rss} KiB after reading"
     );
     for (path, held, feed, (digest, len)) in [
         ("connect bridge", bridge_held, &bridge_feed, bridge_digest),
         ("tcp-server proxy", proxy_held, &proxy_feed, proxy_digest),
+        ("gRPC Mesh.Connect", grpc_held, &grpc_feed, grpc_digest),
     ] {
         // Whatever the producer got rid of sits in socket buffers and flow-control windows
         // along the path, a few MiB; without back-pressure it would all be written.
@@ -952,5 +1007,101 @@ async fn stalled_connect_and_proxy_readers_hold_back_the_producer() -> Result<()
             "RSS grew from {base_rss} KiB to {rss} KiB ({when})"
         );
     }
+    Ok(())
+}
+
+// === idle connections ===
+
+/// Connections held open (and silent) on each capped listener: more than its cap of 256.
+const HOLDERS: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_lock_clients_out() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let grpc = dir.path().join("grpc.sock");
+    let mesh = Mesh::start(
+        dir,
+        &format!(
+            "- control-service: {{service: ctltcp, tcplisten: 127.0.0.1:0}}\n\
+             - grpc-service: {{filename: {}}}\n",
+            grpc.display()
+        ),
+        "",
+    )
+    .await?;
+    let pid = mesh.pid()?;
+    let socket = mesh.socket();
+    let tcp = mesh
+        .victim
+        .wait_log(r"(?m)control tcp listener bound addr=(\S+)$")
+        .await?;
+    let idle_fds = fd_count(pid)?;
+
+    // Each listener gets more silent connections than it has slots, held open.
+    let mut unix_held = Vec::new();
+    let mut grpc_held = Vec::new();
+    let mut tcp_held = Vec::new();
+    for _ in 0..HOLDERS {
+        unix_held.push(UnixStream::connect(&socket).await?);
+        grpc_held.push(UnixStream::connect(&grpc).await?);
+        tcp_held.push(TcpStream::connect(&tcp).await?);
+    }
+    // The daemon has picked up every one of them (accepted, and closed or kept).
+    let base = idle_fds + 3 * 256;
+    wait_for("the daemon to take every held connection", WAIT, || async move {
+        let n = fd_count(pid).ok()?;
+        (n <= base + FD_SLACK).then_some(n)
+    })
+    .await
+    .context("more descriptors than the caps allow")?;
+
+    // Well-behaved clients are still served on every listener.
+    ping_friend(&socket).await.context("unix control socket")?;
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(&tcp)).await??;
+    let greeting = read_line(&mut stream).await.context("tcp control greeting")?;
+    ensure!(greeting.starts_with("Receptor Control"), "{greeting}");
+    stream.write_all(b"status\n").await?;
+    let status = read_line(&mut stream).await.context("tcp control status")?;
+    ensure!(status.contains("victim"), "{status}");
+    let mut mesh_client = receptor_proto::v1::mesh_client::MeshClient::new(
+        crate::grpc::unix_channel(grpc.clone()).await?,
+    );
+    let reply = tokio::time::timeout(
+        WAIT,
+        mesh_client.status(receptor_proto::v1::StatusRequest {}),
+    )
+    .await
+    .context("gRPC status timed out")??
+    .into_inner();
+    ensure!(reply.node_id == "victim", "{reply:?}");
+
+    // Silent connections were closed to make room (the oldest first: see `idle.rs`).
+    let closed = |held: &mut Vec<UnixStream>| -> usize {
+        held.iter_mut()
+            .filter(|s| {
+                let mut buf = [0u8; 256];
+                // Drain the greeting, if any; 0 means closed.
+                loop {
+                    match s.try_read(&mut buf) {
+                        Ok(0) => return true,
+                        Ok(_) => continue,
+                        Err(_) => return false,
+                    }
+                }
+            })
+            .count()
+    };
+    let (unix_closed, grpc_closed) = (closed(&mut unix_held), closed(&mut grpc_held));
+    ensure!(
+        unix_closed > HOLDERS - 256 && grpc_closed > HOLDERS - 256,
+        "closed: {unix_closed} control, {grpc_closed} gRPC of {HOLDERS}"
+    );
+    eprintln!(
+        "idle holders: {HOLDERS} per listener; closed to make room: {unix_closed} control, \
+         {grpc_closed} gRPC; fds {idle_fds} idle, {} holding",
+        fd_count(pid)?
+    );
+    drop((unix_held, grpc_held, tcp_held));
+    settle_fds(pid, idle_fds + FD_SLACK, "after the holders left").await?;
     Ok(())
 }
