@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use futures_util::StreamExt;
@@ -22,6 +22,7 @@ use futures_util::future::BoxFuture;
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixStream};
+use tokio::time::Instant;
 
 use crate::harness::{Daemon, WAIT, wait_for};
 
@@ -440,7 +441,12 @@ async fn tcp_backend_survives_10k_connect_disconnect_cycles() -> Result<()> {
         // Half a handshake: an unknown-type message the node ignores, then close.
         frame(&[0xEE, 1, 2, 3]),
     ];
-    abuse_with(&mesh, "tcp-listener", Abuse::new(Target::Tcp(addr), payloads)).await
+    abuse_with(
+        &mesh,
+        "tcp-listener",
+        Abuse::new(Target::Tcp(addr), payloads),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -484,9 +490,7 @@ async fn udp_backend_survives_datagrams_from_10k_source_ports() -> Result<()> {
         let (addr, payloads) = (addr.clone(), Arc::clone(&payloads));
         Box::pin(async move {
             let socket = UdpSocket::bind("127.0.0.1:0").await?;
-            socket
-                .send_to(&payloads[i % payloads.len()], &addr)
-                .await?;
+            socket.send_to(&payloads[i % payloads.len()], &addr).await?;
             Ok(())
         })
     })
@@ -501,7 +505,10 @@ async fn websocket_backend_survives_10k_connect_disconnect_cycles() -> Result<()
         "",
     )
     .await?;
-    let addr = mesh.victim.wait_log(r"ws listener bound addr=(\S+)").await?;
+    let addr = mesh
+        .victim
+        .wait_log(r"ws listener bound addr=(\S+)")
+        .await?;
     let upgrade = format!(
         "GET /mesh HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -516,7 +523,12 @@ async fn websocket_backend_survives_10k_connect_disconnect_cycles() -> Result<()
         // A refused request (wrong path).
         upgrade.replace("/mesh", "/other").into_bytes(),
     ];
-    abuse_with(&mesh, "ws-listener", Abuse::new(Target::Tcp(addr), payloads)).await
+    abuse_with(
+        &mesh,
+        "ws-listener",
+        Abuse::new(Target::Tcp(addr), payloads),
+    )
+    .await
 }
 
 /// Payloads for a control listener: bare close, binary garbage, a command cut before its
@@ -561,7 +573,9 @@ async fn tls_control_listener_survives_10k_connect_disconnect_cycles() -> Result
     let connector = tls_connector(dir.path())?;
     let mesh = Mesh::start(
         dir,
-        &format!("{tls}- control-service: {{service: ctltls, tcplisten: 127.0.0.1:0, tcptls: srv}}\n"),
+        &format!(
+            "{tls}- control-service: {{service: ctltls, tcplisten: 127.0.0.1:0, tcptls: srv}}\n"
+        ),
         "",
     )
     .await?;
@@ -598,7 +612,12 @@ async fn grpc_socket_survives_10k_connect_disconnect_cycles() -> Result<()> {
         // A HEADERS frame cut short.
         [&settings[..], &[0, 0, 40, 1, 4, 0, 0, 0, 1, 0x82]].concat(),
     ];
-    abuse_with(&mesh, "grpc unix socket", Abuse::new(Target::Unix(grpc), payloads)).await
+    abuse_with(
+        &mesh,
+        "grpc unix socket",
+        Abuse::new(Target::Unix(grpc), payloads),
+    )
+    .await
 }
 
 // === slow readers ===
@@ -705,7 +724,8 @@ async fn slow_work_results_readers_keep_memory_flat_and_get_every_byte() -> Resu
             "\n"
         )
         .as_bytes(),
-    ).await?;
+    )
+    .await?;
     let unit = regex::Regex::new(r#""unitid":"([^"]+)""#)?
         .captures(&reply)
         .and_then(|c| c.get(1))
@@ -903,7 +923,11 @@ async fn stalled_connect_and_proxy_readers_hold_back_the_producer() -> Result<()
     read_line(&mut bridge).await?;
     bridge.write_all(b"connect friend firehose\n").await?;
     let connecting = read_line(&mut bridge).await?;
-    ensure!(connecting == "Connecting", "{connecting}\n{}", mesh.victim.log());
+    ensure!(
+        connecting == "Connecting",
+        "{connecting}\n{}",
+        mesh.victim.log()
+    );
     let bridge_feed = firehose.feed(0).await?;
     let bridge_held = plateau("the bridge's producer", || {
         bridge_feed.written.load(Ordering::Relaxed)
@@ -1048,17 +1072,23 @@ async fn idle_connections_cannot_lock_clients_out() -> Result<()> {
     }
     // The daemon has picked up every one of them (accepted, and closed or kept).
     let base = idle_fds + 3 * 256;
-    wait_for("the daemon to take every held connection", WAIT, || async move {
-        let n = fd_count(pid).ok()?;
-        (n <= base + FD_SLACK).then_some(n)
-    })
+    wait_for(
+        "the daemon to take every held connection",
+        WAIT,
+        || async move {
+            let n = fd_count(pid).ok()?;
+            (n <= base + FD_SLACK).then_some(n)
+        },
+    )
     .await
     .context("more descriptors than the caps allow")?;
 
     // Well-behaved clients are still served on every listener.
     ping_friend(&socket).await.context("unix control socket")?;
     let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(&tcp)).await??;
-    let greeting = read_line(&mut stream).await.context("tcp control greeting")?;
+    let greeting = read_line(&mut stream)
+        .await
+        .context("tcp control greeting")?;
     ensure!(greeting.starts_with("Receptor Control"), "{greeting}");
     stream.write_all(b"status\n").await?;
     let status = read_line(&mut stream).await.context("tcp control status")?;
