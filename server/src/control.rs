@@ -313,7 +313,7 @@ async fn serve_streams<S, P, F, Fut>(
                 Some(Ok(prepare)) => {
                     // When full, the session idle the longest is closed to make room, so
                     // idle connections cannot lock clients out.
-                    let Some(permit) = idle.acquire(&limit).await else {
+                    let Some(slot) = idle.reserve(&limit) else {
                         tracing::warn!("too many busy control sessions, refusing one");
                         continue;
                     };
@@ -321,6 +321,10 @@ async fn serve_streams<S, P, F, Fut>(
                     let cancel = cancel.child_token();
                     let idle = idle.clone();
                     sessions.spawn(async move {
+                        let Some(permit) = slot.ready().await else {
+                            tracing::warn!("a control session did not make room in time, refusing one");
+                            return;
+                        };
                         let session = async {
                             // The per-connection set-up (a TLS handshake) logs its own
                             // failures; the session is idle until it is done.
@@ -450,7 +454,7 @@ where
                 Parsed::Command(Command::Grpc) => {
                     let slot = match ops.grpc() {
                         None => Err("gRPC is not available on this node".to_owned()),
-                        Some(handoff) => handoff.reserve().await.map_err(|e| e.to_string()),
+                        Some(handoff) => handoff.reserve().map_err(|e| e.to_string()),
                     };
                     match slot {
                         Err(error) => format!("ERROR: {error}\n"),

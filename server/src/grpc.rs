@@ -40,7 +40,7 @@ use tonic::transport::server::Connected;
 pub use self::mesh::MeshService;
 pub use self::work::WorkService;
 use crate::control::UnixSocket;
-use crate::idle::{Idle, IdleConnections};
+use crate::idle::{Idle, IdleConnections, Slot};
 use crate::ops::{Ops, OpsError};
 use crate::work::{Caller, WorkError};
 
@@ -248,22 +248,22 @@ pub fn handoff() -> (GrpcHandoff, mpsc::Receiver<GrpcConn>) {
 
 impl GrpcHandoff {
     /// Reserves a connection slot: a free one, else the one of the connection that has been
-    /// silent the longest, which is closed.
+    /// silent the longest, which is closed (its slot is taken over in [`Self::hand_over`]).
     ///
     /// # Errors
-    /// [`HandoffError::Busy`] when no slot could be freed.
-    pub async fn reserve(&self) -> Result<ConnSlot, HandoffError> {
+    /// [`HandoffError::Busy`] when every slot is taken.
+    pub fn reserve(&self) -> Result<ConnSlot, HandoffError> {
         self.idle
-            .acquire(&self.limit)
-            .await
-            .map(|permit| ConnSlot { permit })
+            .reserve(&self.limit)
+            .map(|slot| ConnSlot { slot })
             .ok_or(HandoffError::Busy)
     }
 
-    /// Hands a connection to the server in a reserved slot.
+    /// Hands a connection to the server in a reserved slot (once a closed connection has
+    /// given it back).
     ///
     /// # Errors
-    /// The server has stopped.
+    /// The server has stopped, or the slot did not come free in time.
     pub async fn hand_over<S>(
         &self,
         io: S,
@@ -273,13 +273,14 @@ impl GrpcHandoff {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let permit = slot.slot.ready().await.ok_or(HandoffError::Busy)?;
         let close = CancellationToken::new();
         let conn = GrpcConn {
             io: Box::new(io),
             info: ConnInfo { caller },
             idle: self.idle.enter(close.clone()),
             closed: Box::pin(close.cancelled_owned()),
-            _permit: slot.permit,
+            _permit: permit,
         };
         self.tx.send(conn).await.map_err(|_| HandoffError::Stopped)
     }
@@ -311,7 +312,7 @@ impl GrpcHandoff {
 /// A reserved connection slot (see [`GrpcHandoff::reserve`]).
 #[derive(Debug)]
 pub struct ConnSlot {
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 // === server ===
@@ -354,21 +355,23 @@ pub async fn serve(
 /// Accepts gRPC clients on a `grpc-service` Unix socket until `cancel` fires, then removes
 /// the socket file.
 pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: CancellationToken) {
+    // Hand-overs run as tasks: one may wait for a closed connection's slot.
+    let mut handoffs = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            Some(_) = handoffs.join_next(), if !handoffs.is_empty() => continue,
             accepted = socket.listener().accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = handoff.reserve().await else {
-                    tracing::warn!("too many gRPC connections, refusing one");
+                let Ok(slot) = handoff.reserve() else {
+                    tracing::warn!("too many busy gRPC connections, refusing one");
                     continue;
                 };
-                if handoff.hand_over(stream, Caller::Unix, slot).await.is_err() {
-                    break;
-                }
+                let handoff = handoff.clone();
+                handoffs.spawn(async move { handoff.hand_over(stream, Caller::Unix, slot).await });
             }
             Err(error) => {
                 tracing::warn!(%error, "gRPC socket accept failed");
@@ -380,6 +383,7 @@ pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: Cancel
             }
         }
     }
+    handoffs.shutdown().await;
     remove_socket(socket.path());
 }
 
@@ -461,18 +465,15 @@ impl TcpGrpc {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Ok(slot) = handoff.reserve().await else {
-                tracing::warn!(%peer, "too many gRPC connections, refusing one");
+            let Ok(slot) = handoff.reserve() else {
+                tracing::warn!(%peer, "too many busy gRPC connections, refusing one");
                 continue;
             };
             let Some(acceptor) = self.tls.clone() else {
-                if handoff
-                    .hand_over(stream, Caller::Network, slot)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                let handoff = handoff.clone();
+                tasks.spawn(async move {
+                    let _ = handoff.hand_over(stream, Caller::Network, slot).await;
+                });
                 continue;
             };
             let Ok(busy) = Arc::clone(&handshakes).try_acquire_owned() else {

@@ -10,6 +10,7 @@
 //! results stream being written) are never chosen, and nothing is closed while there is room.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,21 +100,58 @@ impl IdleConnections {
         true
     }
 
-    /// A slot of `limit`: a free one, else the one freed by closing the connection idle the
-    /// longest. `None` when every connection is busy (or the evicted one did not let go in
-    /// time).
-    pub(crate) async fn acquire(&self, limit: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    /// A slot of `limit`: a free one, else the one of the connection idle the longest, which
+    /// is closed now and gives its slot back shortly ([`Slot::ready`]). `None` when every
+    /// connection is busy. Never waits, so an accept loop stays responsive.
+    pub(crate) fn reserve(&self, limit: &Arc<Semaphore>) -> Option<Slot> {
         if let Ok(permit) = Arc::clone(limit).try_acquire_owned() {
-            return Some(permit);
+            return Some(Slot::Free(permit));
         }
         if !self.evict_oldest() {
             return None;
         }
         tracing::debug!("listener full: closed the connection idle the longest");
-        tokio::time::timeout(EVICT_WAIT, Arc::clone(limit).acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        // Queue for the slot now, before the closed connection gives it back: the semaphore
+        // hands released slots to queued waiters first, so a later arrival cannot take it.
+        let mut wait: Acquire = Box::pin(Arc::clone(limit).acquire_owned());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match wait.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(permit)) => Some(Slot::Free(permit)),
+            std::task::Poll::Ready(Err(_closed)) => None,
+            std::task::Poll::Pending => Some(Slot::Freeing(wait)),
+        }
+    }
+}
+
+/// A queued wait for a slot.
+type Acquire =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// A reserved slot (see [`IdleConnections::reserve`]).
+pub(crate) enum Slot {
+    /// Taken.
+    Free(OwnedSemaphorePermit),
+    /// Being given back by a connection that was just closed (first in the queue for it).
+    Freeing(Acquire),
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Free(_) => "Slot::Free",
+            Self::Freeing(_) => "Slot::Freeing",
+        })
+    }
+}
+
+impl Slot {
+    /// The slot's permit, once it is free; `None` if the closed connection did not let go in
+    /// time.
+    pub(crate) async fn ready(self) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Self::Free(permit) => Some(permit),
+            Self::Freeing(wait) => tokio::time::timeout(EVICT_WAIT, wait).await.ok()?.ok(),
+        }
     }
 }
 
@@ -144,39 +182,46 @@ impl Drop for Idle {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_longest_idle_connection_makes_room() -> Result<(), tokio::task::JoinError> {
+    async fn the_longest_idle_connection_makes_room() {
         let idle = IdleConnections::default();
         let limit = Arc::new(Semaphore::new(2));
         let first = CancellationToken::new();
         let second = CancellationToken::new();
-        let held_first = idle.acquire(&limit).await;
+        let held_first = idle
+            .reserve(&limit)
+            .and_then(|s| s.ready().now_or_never())
+            .flatten();
         let entry_first = idle.enter(first.clone());
         tokio::time::advance(Duration::from_secs(1)).await;
-        let held_second = idle.acquire(&limit).await;
+        let held_second = idle
+            .reserve(&limit)
+            .and_then(|s| s.ready().now_or_never())
+            .flatten();
         let entry_second = idle.enter(second.clone());
         assert!(held_first.is_some() && held_second.is_some());
         // The older one was active more recently: the other one goes.
         tokio::time::advance(Duration::from_secs(1)).await;
         entry_first.touch();
-        let releaser = tokio::spawn({
-            let second = second.clone();
-            async move {
-                second.cancelled().await;
-                drop(entry_second);
-                drop(held_second);
-            }
-        });
-        let third = idle.acquire(&limit).await;
-        assert!(third.is_some());
+        let third = idle.reserve(&limit);
+        assert!(matches!(third, Some(Slot::Freeing(_))));
         assert!(second.is_cancelled() && !first.is_cancelled());
-        releaser.await?;
+        // The closed connection gives its slot back; a later arrival cannot take it first.
+        drop(entry_second);
+        drop(held_second);
+        assert!(Arc::clone(&limit).try_acquire_owned().is_err());
+        let held_third = match third {
+            Some(slot) => slot.ready().await,
+            None => None,
+        };
+        assert!(held_third.is_some());
         // Busy connections are never closed: with nothing idle, a new one is refused.
         drop(entry_first);
-        assert!(idle.acquire(&limit).await.is_none());
+        assert!(idle.reserve(&limit).is_none());
         assert!(!first.is_cancelled());
-        Ok(())
     }
 }

@@ -251,13 +251,32 @@ impl Abuse {
                 send_and_close(stream, payload).await;
             }
             Target::Unix(path) => {
-                let stream = tokio::time::timeout(WAIT, UnixStream::connect(path))
+                let stream = tokio::time::timeout(WAIT, unix_connect(path))
                     .await
                     .context("connect timed out")??;
                 send_and_close(stream, payload).await;
             }
         }
         Ok(())
+    }
+}
+
+/// Connections that found a Unix listener's backlog full and were retried.
+static BACKLOG_RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// Connects to a Unix socket, retrying while its backlog is full: unlike TCP (where the
+/// kernel retries the SYN), a Unix connect then fails at once with `EAGAIN`. Connections that
+/// close at once still wait in the backlog until the daemon accepts them, so a daemon that
+/// loses the CPU for a moment (2 cores shared with the test) fills it.
+async fn unix_connect(path: &Path) -> std::io::Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path).await {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                BACKLOG_RETRIES.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            connected => return connected,
+        }
     }
 }
 
@@ -322,10 +341,12 @@ where
     let end_rss = rss_kib(pid)?;
     let peak = proc_kib(pid, "VmHWM")?;
     eprintln!(
-        "abuse {label}: {CYCLES} cycles in {elapsed:.1?} ({:.0}/s), {checks} pings ok; \
+        "abuse {label}: {CYCLES} cycles in {elapsed:.1?} ({:.0}/s, {} Unix connects retried \
+         on a full backlog), {checks} pings ok; \
          fds idle {idle_fds}, after warm-up {base_fds}, after abuse {end_fds}; \
          VmRSS {base_rss} KiB -> {end_rss} KiB (VmHWM {peak} KiB)",
-        CYCLES as f64 / elapsed.as_secs_f64()
+        CYCLES as f64 / elapsed.as_secs_f64(),
+        BACKLOG_RETRIES.load(Ordering::Relaxed)
     );
     ensure!(
         end_rss.saturating_sub(base_rss) < RSS_GROWTH_KIB,
@@ -1101,7 +1122,8 @@ async fn idle_connections_cannot_lock_clients_out() -> Result<()> {
         mesh_client.status(receptor_proto::v1::StatusRequest {}),
     )
     .await
-    .context("gRPC status timed out")??
+    .context("gRPC status timed out")?
+    .context("gRPC status")?
     .into_inner();
     ensure!(reply.node_id == "victim", "{reply:?}");
 
@@ -1123,7 +1145,7 @@ async fn idle_connections_cannot_lock_clients_out() -> Result<()> {
     };
     let (unix_closed, grpc_closed) = (closed(&mut unix_held), closed(&mut grpc_held));
     ensure!(
-        unix_closed > HOLDERS - 256 && grpc_closed > HOLDERS - 256,
+        unix_closed >= HOLDERS - 256 && grpc_closed >= HOLDERS - 256,
         "closed: {unix_closed} control, {grpc_closed} gRPC of {HOLDERS}"
     );
     eprintln!(
