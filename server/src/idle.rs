@@ -6,8 +6,9 @@
 //! no idle timeout, so it has neither the bound nor the lock-out). So when the cap is reached,
 //! the connection that has been idle the longest — a control session waiting for its next
 //! command line or its TLS handshake, a gRPC connection that has sent nothing for the longest
-//! time — is closed to make room for the new one. Busy connections (a command running, a
-//! results stream being written) are never chosen, and nothing is closed while there is room.
+//! time (its client sends at least HTTP/2 ping acks every 30 s while it lives) — is closed to
+//! make room for the new one. A control session running a command or a stream is never
+//! chosen, and nothing is closed while there is room.
 
 use std::collections::HashMap;
 use std::pin::Pin;
