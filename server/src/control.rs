@@ -312,14 +312,19 @@ async fn serve_streams<S, P, F, Fut>(
                 None => break,
                 Some(Ok(prepare)) => {
                     // When full, the session idle the longest is closed to make room, so
-                    // idle connections cannot lock clients out.
-                    let Some(slot) = idle.reserve(&limit) else {
-                        tracing::warn!("too many busy control sessions, refusing one");
-                        continue;
+                    // idle connections cannot lock clients out; when every session is busy,
+                    // accepting pauses until one ends.
+                    let slot = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        slot = idle.reserve_or_wait(&limit) => slot,
                     };
+                    let Some(slot) = slot else { break };
                     let ops = ops.clone();
                     let cancel = cancel.child_token();
                     let idle = idle.clone();
+                    // A session is idle from the moment it holds a slot, before its task first
+                    // runs: on a busy machine the accept loop can fill every slot first.
+                    let early = slot.is_free().then(|| idle.enter(cancel.clone()));
                     sessions.spawn(async move {
                         let Some(permit) = slot.ready().await else {
                             tracing::warn!("a control session did not make room in time, refusing one");
@@ -328,7 +333,7 @@ async fn serve_streams<S, P, F, Fut>(
                         let session = async {
                             // The per-connection set-up (a TLS handshake) logs its own
                             // failures; the session is idle until it is done.
-                            let waiting = idle.enter(cancel.clone());
+                            let waiting = early.unwrap_or_else(|| idle.enter(cancel.clone()));
                             let Ok(stream) = prepare.await else { return Ok(()) };
                             drop(waiting);
                             serve_session_with(stream, &ops, caller, Some((&idle, &cancel))).await

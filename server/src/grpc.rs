@@ -253,10 +253,22 @@ impl GrpcHandoff {
     /// # Errors
     /// [`HandoffError::Busy`] when every slot is taken.
     pub fn reserve(&self) -> Result<ConnSlot, HandoffError> {
-        self.idle
-            .reserve(&self.limit)
-            .map(|slot| ConnSlot { slot })
-            .ok_or(HandoffError::Busy)
+        let slot = self.idle.reserve(&self.limit).ok_or(HandoffError::Busy)?;
+        Ok(self.conn_slot(slot))
+    }
+
+    /// [`Self::reserve`], or else waits for the first slot to come free (an accept loop that
+    /// waits here lets the kernel queue new clients).
+    async fn reserve_or_wait(&self) -> Option<ConnSlot> {
+        let slot = self.idle.reserve_or_wait(&self.limit).await?;
+        Some(self.conn_slot(slot))
+    }
+
+    fn conn_slot(&self, slot: Slot) -> ConnSlot {
+        let close = CancellationToken::new();
+        // Closable from the moment it holds a slot, before its hand-over task first runs.
+        let idle = slot.is_free().then(|| self.idle.enter(close.clone()));
+        ConnSlot { slot, idle, close }
     }
 
     /// Hands a connection to the server in a reserved slot (once a closed connection has
@@ -273,12 +285,12 @@ impl GrpcHandoff {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let permit = slot.slot.ready().await.ok_or(HandoffError::Busy)?;
-        let close = CancellationToken::new();
+        let ConnSlot { slot, idle, close } = slot;
+        let permit = slot.ready().await.ok_or(HandoffError::Busy)?;
         let conn = GrpcConn {
             io: Box::new(io),
             info: ConnInfo { caller },
-            idle: self.idle.enter(close.clone()),
+            idle: idle.unwrap_or_else(|| self.idle.enter(close.clone())),
             closed: Box::pin(close.cancelled_owned()),
             _permit: permit,
         };
@@ -313,6 +325,8 @@ impl GrpcHandoff {
 #[derive(Debug)]
 pub struct ConnSlot {
     slot: Slot,
+    idle: Option<Idle>,
+    close: CancellationToken,
 }
 
 // === server ===
@@ -366,10 +380,11 @@ pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: Cancel
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = handoff.reserve() else {
-                    tracing::warn!("too many busy gRPC connections, refusing one");
-                    continue;
+                let slot = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    slot = handoff.reserve_or_wait() => slot,
                 };
+                let Some(slot) = slot else { break };
                 let handoff = handoff.clone();
                 handoffs.spawn(async move { handoff.hand_over(stream, Caller::Unix, slot).await });
             }
@@ -465,10 +480,11 @@ impl TcpGrpc {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Ok(slot) = handoff.reserve() else {
-                tracing::warn!(%peer, "too many busy gRPC connections, refusing one");
-                continue;
+            let slot = tokio::select! {
+                () = cancel.cancelled() => break,
+                slot = handoff.reserve_or_wait() => slot,
             };
+            let Some(slot) = slot else { break };
             let Some(acceptor) = self.tls.clone() else {
                 let handoff = handoff.clone();
                 tasks.spawn(async move {

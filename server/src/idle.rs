@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a new connection waits for the evicted one to give its slot back.
 const EVICT_WAIT: Duration = Duration::from_secs(2);
+/// How long a connection must have been idle to be closed for a newcomer: a client that
+/// has just connected (its command may be in the socket already) is not idle, merely not
+/// served yet.
+const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// The connections of one capped listener (or server) that may be closed to make room.
 #[derive(Debug, Clone)]
@@ -89,11 +93,16 @@ impl IdleConnections {
         let Ok(mut registry) = self.inner.lock() else {
             return false;
         };
+        let idle_since = self
+            .now_ms()
+            .saturating_sub(u64::try_from(MIN_IDLE.as_millis()).unwrap_or(u64::MAX));
         let oldest = registry
             .entries
             .iter()
-            .min_by_key(|(id, c)| (c.active.load(Ordering::Relaxed), **id))
-            .map(|(id, _)| *id);
+            .map(|(id, c)| (c.active.load(Ordering::Relaxed), *id))
+            .filter(|(active, _)| *active <= idle_since)
+            .min()
+            .map(|(_, id)| id);
         let Some(candidate) = oldest.and_then(|id| registry.entries.remove(&id)) else {
             return false;
         };
@@ -101,9 +110,9 @@ impl IdleConnections {
         true
     }
 
-    /// A slot of `limit`: a free one, else the one of the connection idle the longest, which
-    /// is closed now and gives its slot back shortly ([`Slot::ready`]). `None` when every
-    /// connection is busy. Never waits, so an accept loop stays responsive.
+    /// A slot of `limit`: a free one, else the one of the connection idle the longest (at
+    /// least [`MIN_IDLE`]), which is closed now and gives its slot back shortly
+    /// ([`Slot::ready`]). `None` when every connection is busy. Never waits.
     pub(crate) fn reserve(&self, limit: &Arc<Semaphore>) -> Option<Slot> {
         if let Ok(permit) = Arc::clone(limit).try_acquire_owned() {
             return Some(Slot::Free(permit));
@@ -120,6 +129,24 @@ impl IdleConnections {
             std::task::Poll::Ready(Ok(permit)) => Some(Slot::Free(permit)),
             std::task::Poll::Ready(Err(_closed)) => None,
             std::task::Poll::Pending => Some(Slot::Freeing(wait)),
+        }
+    }
+}
+
+impl IdleConnections {
+    /// [`Self::reserve`], or else the first slot to come free: an accept loop that waits
+    /// here stops accepting, so the kernel queues new clients (back-pressure) instead of the
+    /// daemon refusing them while it is merely busy.
+    pub(crate) async fn reserve_or_wait(&self, limit: &Arc<Semaphore>) -> Option<Slot> {
+        loop {
+            if let Some(slot) = self.reserve(limit) {
+                return Some(slot);
+            }
+            // Until a connection ends, or one has been idle long enough to be closed.
+            tokio::select! {
+                permit = Arc::clone(limit).acquire_owned() => return permit.ok().map(Slot::Free),
+                () = tokio::time::sleep(MIN_IDLE / 4) => {}
+            }
         }
     }
 }
@@ -146,6 +173,11 @@ impl std::fmt::Debug for Slot {
 }
 
 impl Slot {
+    /// Whether the slot is already held (not waiting for a closed connection to let go).
+    pub(crate) fn is_free(&self) -> bool {
+        matches!(self, Self::Free(_))
+    }
+
     /// The slot's permit, once it is free; `None` if the closed connection did not let go in
     /// time.
     pub(crate) async fn ready(self) -> Option<OwnedSemaphorePermit> {
@@ -224,5 +256,22 @@ mod tests {
         drop(entry_first);
         assert!(idle.reserve(&limit).is_none());
         assert!(!first.is_cancelled());
+        // Waiting: a connection that turns idle (long enough) makes room, then the slot is
+        // taken over.
+        let waiter = tokio::spawn({
+            let idle = idle.clone();
+            let limit = Arc::clone(&limit);
+            async move { idle.reserve_or_wait(&limit).await.is_some() }
+        });
+        let entry_first = idle.enter(first.clone());
+        tokio::time::sleep(MIN_IDLE / 2).await;
+        assert!(
+            !first.is_cancelled(),
+            "closed before it was idle long enough"
+        );
+        first.cancelled().await;
+        drop(entry_first);
+        drop(held_first);
+        assert!(waiter.await.unwrap_or(false));
     }
 }

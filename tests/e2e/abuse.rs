@@ -555,14 +555,17 @@ async fn websocket_backend_survives_10k_connect_disconnect_cycles() -> Result<()
 }
 
 /// Payloads for a control listener: bare close, binary garbage, a command cut before its
-/// newline, whole commands whose answers are never read.
+/// newline, whole commands whose answers are never read. The commands are cheap ones: a flood
+/// of `status` (a few ms of CPU each in a debug build) from clients that do not wait for the
+/// answers keeps all 256 sessions busy on 2 shared cores, and refusing sessions beyond that is
+/// the cap doing its job, not what this test measures.
 fn control_payloads() -> Vec<Vec<u8>> {
     vec![
         Vec::new(),
         junk(300, 8),
-        b"status --js".to_vec(),
-        b"status\n".to_vec(),
-        b"ping friend\nwork list\n".to_vec(),
+        b"work lis".to_vec(),
+        b"work list\n".to_vec(),
+        b"bogus\nwork list\n".to_vec(),
     ]
 }
 
