@@ -23,6 +23,7 @@ use tracing::Instrument;
 use self::command::{Command, Parsed, WorkCommand};
 use crate::error_chain;
 use crate::gojson::{escape, go_string, to_go_json};
+use crate::idle::IdleConnections;
 use crate::ops::{Ops, Probe, StatusReport, go_duration};
 use crate::work::{Caller, ExtraData, Outcome, UnitStatus, UnitWatch, WATCH_KEEPALIVE};
 
@@ -301,6 +302,7 @@ async fn serve_streams<S, P, F, Fut>(
     Fut: std::future::Future<Output = Option<std::io::Result<P>>>,
 {
     let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let idle = IdleConnections::default();
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -310,17 +312,32 @@ async fn serve_streams<S, P, F, Fut>(
             accepted = accept() => match accepted {
                 None => break,
                 Some(Ok(prepare)) => {
-                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                        tracing::warn!("too many control sessions, refusing one");
-                        continue;
+                    // When full, the session idle the longest is closed to make room, so
+                    // idle connections cannot lock clients out; when every session is busy,
+                    // accepting pauses until one ends.
+                    let slot = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        slot = idle.reserve_or_wait(&limit) => slot,
                     };
+                    let Some(slot) = slot else { break };
                     let ops = ops.clone();
                     let cancel = cancel.child_token();
+                    let idle = idle.clone();
+                    // A session is idle from the moment it holds a slot, before its task first
+                    // runs: on a busy machine the accept loop can fill every slot first.
+                    let early = slot.is_free().then(|| idle.enter(cancel.clone()));
                     sessions.spawn(async move {
+                        let Some(permit) = slot.ready().await else {
+                            tracing::warn!("a control session did not make room in time, refusing one");
+                            return;
+                        };
                         let session = async {
-                            // The per-connection set-up (a TLS handshake) logs its own failures.
+                            // The per-connection set-up (a TLS handshake) logs its own
+                            // failures; the session is idle until it is done.
+                            let waiting = early.unwrap_or_else(|| idle.enter(cancel.clone()));
                             let Ok(stream) = prepare.await else { return Ok(()) };
-                            serve_session_as(stream, &ops, caller).await
+                            drop(waiting);
+                            serve_session_with(stream, &ops, caller, Some((&idle, &cancel))).await
                         };
                         tokio::select! {
                             () = cancel.cancelled() => {}
@@ -387,6 +404,20 @@ pub async fn serve_session_as<S>(stream: S, ops: &Ops, caller: Caller) -> std::i
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_session_with(stream, ops, caller, None).await
+}
+
+/// [`serve_session_as`] on a capped listener: while the session waits for a command line it
+/// is registered in `idle`, which may end it through the token to make room.
+async fn serve_session_with<S>(
+    stream: S,
+    ops: &Ops,
+    caller: Caller,
+    idle: Option<(&IdleConnections, &CancellationToken)>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (reader, mut writer) = tokio::io::split(stream);
     // The buffered reader is kept for the whole session so that bytes read past a line (a
     // `work submit` payload) are never lost.
@@ -397,10 +428,12 @@ where
     let mut line = Vec::new();
     loop {
         line.clear();
+        let waiting = idle.map(|(idle, close)| idle.enter(close.clone()));
         let read = (&mut reader)
             .take(MAX_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .await?;
+        drop(waiting);
         if read == 0 {
             return Ok(());
         }
@@ -439,10 +472,9 @@ where
                     }
                 }
                 Parsed::Command(Command::Grpc) => {
-                    let slot = match ops.grpc().map(crate::grpc::GrpcHandoff::reserve) {
+                    let slot = match ops.grpc() {
                         None => Err("gRPC is not available on this node".to_owned()),
-                        Some(Err(error)) => Err(error.to_string()),
-                        Some(Ok(slot)) => Ok(slot),
+                        Some(handoff) => handoff.reserve().map_err(|e| e.to_string()),
                     };
                     match slot {
                         Err(error) => format!("ERROR: {error}\n"),

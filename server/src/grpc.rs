@@ -33,12 +33,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::Status;
 use tonic::transport::server::Connected;
 
 pub use self::mesh::MeshService;
 pub use self::work::WorkService;
 use crate::control::UnixSocket;
+use crate::idle::{Idle, IdleConnections, Slot};
 use crate::ops::{Ops, OpsError};
 use crate::work::{Caller, WorkError};
 
@@ -88,10 +90,14 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// One client connection on its way to (and inside) the tonic server. It holds a slot of
-/// [`MAX_CONNECTIONS`] until it is closed.
+/// [`MAX_CONNECTIONS`] until it is closed. When every slot is taken, the connection that has
+/// sent nothing for the longest time is closed to make room (see [`crate::idle`]): it then
+/// reads as EOF and fails writes, and the server drops it. A real client reconnects.
 pub struct GrpcConn {
     io: Box<dyn Io>,
     info: ConnInfo,
+    idle: Idle,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -116,7 +122,25 @@ impl AsyncRead for GrpcConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.io).poll_read(cx, buf)
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.idle.touch();
+        }
+        read
+    }
+}
+
+impl GrpcConn {
+    /// Writes fail once the connection was closed to make room.
+    fn check_open(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(())
     }
 }
 
@@ -126,6 +150,7 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut *self.io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -133,6 +158,7 @@ impl AsyncWrite for GrpcConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.check_open(cx)?;
         Pin::new(&mut *self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -204,6 +230,7 @@ pub enum HandoffError {
 pub struct GrpcHandoff {
     tx: mpsc::Sender<GrpcConn>,
     limit: Arc<Semaphore>,
+    idle: IdleConnections,
 }
 
 /// Creates the hand-off and the connection stream that [`serve`] consumes.
@@ -213,27 +240,42 @@ pub fn handoff() -> (GrpcHandoff, mpsc::Receiver<GrpcConn>) {
         GrpcHandoff {
             tx,
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            idle: IdleConnections::default(),
         },
         rx,
     )
 }
 
 impl GrpcHandoff {
-    /// Reserves a connection slot, if one is free.
+    /// Reserves a connection slot: a free one, else the one of the connection that has been
+    /// silent the longest, which is closed (its slot is taken over in [`Self::hand_over`]).
     ///
     /// # Errors
     /// [`HandoffError::Busy`] when every slot is taken.
     pub fn reserve(&self) -> Result<ConnSlot, HandoffError> {
-        Arc::clone(&self.limit)
-            .try_acquire_owned()
-            .map(|permit| ConnSlot { permit })
-            .map_err(|_| HandoffError::Busy)
+        let slot = self.idle.reserve(&self.limit).ok_or(HandoffError::Busy)?;
+        Ok(self.conn_slot(slot))
     }
 
-    /// Hands a connection to the server in a reserved slot.
+    /// [`Self::reserve`], or else waits for the first slot to come free (an accept loop that
+    /// waits here lets the kernel queue new clients).
+    async fn reserve_or_wait(&self) -> Option<ConnSlot> {
+        let slot = self.idle.reserve_or_wait(&self.limit).await?;
+        Some(self.conn_slot(slot))
+    }
+
+    fn conn_slot(&self, slot: Slot) -> ConnSlot {
+        let close = CancellationToken::new();
+        // Closable from the moment it holds a slot, before its hand-over task first runs.
+        let idle = slot.is_free().then(|| self.idle.enter(close.clone()));
+        ConnSlot { slot, idle, close }
+    }
+
+    /// Hands a connection to the server in a reserved slot (once a closed connection has
+    /// given it back).
     ///
     /// # Errors
-    /// The server has stopped.
+    /// The server has stopped, or the slot did not come free in time.
     pub async fn hand_over<S>(
         &self,
         io: S,
@@ -243,10 +285,14 @@ impl GrpcHandoff {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let ConnSlot { slot, idle, close } = slot;
+        let permit = slot.ready().await.ok_or(HandoffError::Busy)?;
         let conn = GrpcConn {
             io: Box::new(io),
             info: ConnInfo { caller },
-            _permit: slot.permit,
+            idle: idle.unwrap_or_else(|| self.idle.enter(close.clone())),
+            closed: Box::pin(close.cancelled_owned()),
+            _permit: permit,
         };
         self.tx.send(conn).await.map_err(|_| HandoffError::Stopped)
     }
@@ -278,7 +324,9 @@ impl GrpcHandoff {
 /// A reserved connection slot (see [`GrpcHandoff::reserve`]).
 #[derive(Debug)]
 pub struct ConnSlot {
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
+    idle: Option<Idle>,
+    close: CancellationToken,
 }
 
 // === server ===
@@ -342,21 +390,24 @@ pub async fn serve(
 /// Accepts gRPC clients on a `grpc-service` Unix socket until `cancel` fires, then removes
 /// the socket file.
 pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: CancellationToken) {
+    // Hand-overs run as tasks: one may wait for a closed connection's slot.
+    let mut handoffs = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            Some(_) = handoffs.join_next(), if !handoffs.is_empty() => continue,
             accepted = socket.listener().accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = handoff.reserve() else {
-                    tracing::warn!("too many gRPC connections, refusing one");
-                    continue;
+                let slot = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    slot = handoff.reserve_or_wait() => slot,
                 };
-                if handoff.hand_over(stream, Caller::Unix, slot).await.is_err() {
-                    break;
-                }
+                let Some(slot) = slot else { break };
+                let handoff = handoff.clone();
+                handoffs.spawn(async move { handoff.hand_over(stream, Caller::Unix, slot).await });
             }
             Err(error) => {
                 tracing::warn!(%error, "gRPC socket accept failed");
@@ -368,6 +419,7 @@ pub async fn serve_unix(socket: UnixSocket, handoff: GrpcHandoff, cancel: Cancel
             }
         }
     }
+    handoffs.shutdown().await;
     remove_socket(socket.path());
 }
 
@@ -449,18 +501,16 @@ impl TcpGrpc {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let Ok(slot) = handoff.reserve() else {
-                tracing::warn!(%peer, "too many gRPC connections, refusing one");
-                continue;
+            let slot = tokio::select! {
+                () = cancel.cancelled() => break,
+                slot = handoff.reserve_or_wait() => slot,
             };
+            let Some(slot) = slot else { break };
             let Some(acceptor) = self.tls.clone() else {
-                if handoff
-                    .hand_over(stream, Caller::Network, slot)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                let handoff = handoff.clone();
+                tasks.spawn(async move {
+                    let _ = handoff.hand_over(stream, Caller::Network, slot).await;
+                });
                 continue;
             };
             let Ok(busy) = Arc::clone(&handshakes).try_acquire_owned() else {

@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod fuzzing;
 mod gojson;
 pub mod grpc;
+mod idle;
 pub mod metrics;
 pub mod ops;
 pub mod services;

@@ -630,7 +630,7 @@ async fn invalid_requests_get_clear_codes_and_the_daemon_stays_healthy() -> Resu
 // === TLS ===
 
 /// A CA `<ca>.crt` and a certificate `<name>.crt` it signed for node `name`.
-async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
+pub(crate) async fn make_certs(dir: &Path, ca: &str, names: &[&str]) -> Result<()> {
     if !dir.join(format!("{ca}.crt")).exists() {
         cert_tool(
             dir,

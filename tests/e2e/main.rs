@@ -1,6 +1,7 @@
 //! Whole-system tests: real `receptor` processes on 127.0.0.1 with ephemeral ports, temp
 //! dirs, and the real receptorctl from PyPI. One test binary keeps link times down.
 
+mod abuse;
 mod ansible;
 mod cli;
 mod config;
