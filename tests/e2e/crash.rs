@@ -72,7 +72,9 @@ fn gen_params(n: u64, chunks: u64) -> String {
 }
 
 fn seq_output(n: u64) -> Vec<u8> {
-    (1..=n).flat_map(|i| format!("{i}\n").into_bytes()).collect()
+    (1..=n)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect()
 }
 
 /// Files and directories in a data dir that must never survive a restart.
@@ -272,8 +274,12 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
                     let socket = socket.clone();
                     let payload = payload.clone();
                     tokio::spawn(async move {
-                        work_submit(&socket, json!({"node": "localhost", "worktype": "cat"}), &payload)
-                            .await
+                        work_submit(
+                            &socket,
+                            json!({"node": "localhost", "worktype": "cat"}),
+                            &payload,
+                        )
+                        .await
                     })
                 };
                 tokio::time::sleep(delay).await; // the kill point
@@ -356,7 +362,9 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
                 let task = {
                     let socket = socket.clone();
                     let id = id.clone();
-                    tokio::spawn(async move { control(&socket, &format!("work release {id}")).await })
+                    tokio::spawn(
+                        async move { control(&socket, &format!("work release {id}")).await },
+                    )
                 };
                 tokio::time::sleep(delay / 10).await; // the kill point
                 node.crash().await?;
@@ -408,5 +416,100 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
     })
     .await
     .with_context(|| format!("{:?}", leftovers(&node.data_dir())))?;
+    Ok(())
+}
+
+/// The states a crash can leave at each file write, made on purpose (a random SIGKILL hits
+/// these windows only rarely): a status temp file not yet renamed, a release interrupted
+/// after its rename, a unit directory whose first status was never written, and a command
+/// runner started just before the crash whose PID was never recorded. After a restart none of
+/// them may leak, and the unit whose runner was running must finish normally.
+#[tokio::test]
+async fn leftovers_of_a_crash_at_each_write_are_recovered() -> Result<()> {
+    let mut node = Node::start().await?;
+    let socket = node.socket();
+    let (done, _) = work_submit(
+        &socket,
+        json!({"node": "localhost", "worktype": "cat"}),
+        b"kept\n",
+    )
+    .await?;
+    wait_final(&socket, &done, SETTLE).await?;
+    node.units.insert(
+        done.clone(),
+        Expect {
+            output: b"kept\n".to_vec(),
+            acknowledged: true,
+            released: false,
+        },
+    );
+    node.crash().await?;
+    let data = node.data_dir();
+
+    // 1. A status write cut between its temp file and the rename.
+    std::fs::write(data.join(&done).join(".status.tmp"), "{\"State\":1,\"Det")?;
+    // 2. A release cut after renaming the directory away.
+    let trash = data.join(".released-Gone0001");
+    std::fs::create_dir_all(&trash)?;
+    std::fs::write(trash.join("stdout"), "old output")?;
+    // 3. Unit directories whose first status was never written (or, with a delete that did
+    //    not rename first, whose status went before the rest).
+    std::fs::create_dir_all(data.join("Orphan01"))?;
+    std::fs::create_dir_all(data.join("Orphan02"))?;
+    std::fs::write(data.join("Orphan02/stdout"), "half deleted")?;
+    // 4. A runner started just before the crash, its PID not yet in the status file.
+    let n = 20 * 1_500;
+    let params = gen_params(n, 20);
+    let launched = data.join("Launch01");
+    std::fs::create_dir_all(&launched)?;
+    std::fs::write(launched.join("stdin"), "")?;
+    let extra = json!({"Pid": 0, "Params": params}).to_string();
+    std::fs::write(
+        launched.join("status"),
+        format!(
+            "{{\"State\":0,\"Detail\":\"Launching command runner\",\"StdoutSize\":0,\"WorkType\":\"sh\",\"ExtraData\":{extra}}}\n"
+        ),
+    )?;
+    let mut runner = tokio::process::Command::new(crate::harness::receptor_bin()?)
+        .args([
+            "--node",
+            "id=worker",
+            "--log-level",
+            "info",
+            "--command-runner",
+        ])
+        .arg("command=bash")
+        .arg(format!("params={params}"))
+        .arg(format!("unitdir={}", launched.display()))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    node.units.insert(
+        "Launch01".to_owned(),
+        Expect {
+            output: seq_output(n),
+            acknowledged: true,
+            released: false,
+        },
+    );
+
+    node.boot().await?;
+    ensure!(!trash.exists(), "the interrupted release was not finished");
+    for orphan in ["Orphan01", "Orphan02"] {
+        ensure!(
+            !data.join(orphan).exists(),
+            "{orphan} (no status file) was left behind"
+        );
+    }
+    let status = wait_final(&socket, "Launch01", SETTLE)
+        .await
+        .with_context(|| node.log())?;
+    ensure!(
+        status["State"] == 2,
+        "the unit whose runner ran on was not followed: {status}\n{}",
+        node.log()
+    );
+    tokio::time::timeout(SETTLE, runner.wait()).await??;
+    node.check("after a crash at each write").await?;
     Ok(())
 }

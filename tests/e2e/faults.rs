@@ -135,16 +135,20 @@ impl Mesh {
     async fn wait_routes(&self, routes: &[(&str, &str, &str)], within: Duration) -> Result<()> {
         for (from, to, via) in routes {
             let socket = self.socket(from);
-            wait_for(&format!("{from} to route to {to} via {via}"), within, || {
-                let socket = socket.clone();
-                async move {
-                    let status = status_json(&socket).await.ok()?;
-                    let hop = status["RoutingTable"][*to].as_str()?.to_owned();
-                    let ads = status["Advertisements"].as_array()?;
-                    let seen = ads.iter().any(|ad| ad["NodeID"] == *to);
-                    (hop == *via && seen).then_some(())
-                }
-            })
+            wait_for(
+                &format!("{from} to route to {to} via {via}"),
+                within,
+                || {
+                    let socket = socket.clone();
+                    async move {
+                        let status = status_json(&socket).await.ok()?;
+                        let hop = status["RoutingTable"][*to].as_str()?.to_owned();
+                        let ads = status["Advertisements"].as_array()?;
+                        let seen = ads.iter().any(|ad| ad["NodeID"] == *to);
+                        (hop == *via && seen).then_some(())
+                    }
+                },
+            )
             .await
             .with_context(|| self.logs())?;
         }

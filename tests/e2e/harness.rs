@@ -299,9 +299,7 @@ pub(crate) fn rust_receptorctl() -> Result<PathBuf> {
 // === raw control-socket client (no Python start-up per call, for tight loops) ===
 
 /// Opens a control session and reads the greeting.
-async fn control_session(
-    socket: &Path,
-) -> Result<BufReader<tokio::net::UnixStream>> {
+async fn control_session(socket: &Path) -> Result<BufReader<tokio::net::UnixStream>> {
     let stream = tokio::time::timeout(WAIT, tokio::net::UnixStream::connect(socket))
         .await
         .context("connecting to the control socket timed out")??;

@@ -172,7 +172,10 @@ impl Lab {
         )?;
         let addrs = [format!("10.77.{index}.1"), format!("10.77.{index}.2")];
         for ((ns, dev), addr) in [(&ns_a, &dev_a), (&ns_b, &dev_b)].iter().zip(&addrs) {
-            run(IP, &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            run(
+                IP,
+                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev],
+            )?;
             run(IP, &["-n", ns, "link", "set", dev, "up"])?;
         }
         self.links.push(Link {
@@ -211,7 +214,11 @@ impl Lab {
                     .collect();
                 args.push("netem".into());
                 let delay = how.delay_ms.max(1);
-                args.extend(["delay".into(), format!("{delay}ms"), format!("{}ms", delay / 2)]);
+                args.extend([
+                    "delay".into(),
+                    format!("{delay}ms"),
+                    format!("{}ms", delay / 2),
+                ]);
                 if how.loss_percent > 0 {
                     args.extend(["loss".into(), format!("{}%", how.loss_percent)]);
                 }
@@ -258,7 +265,9 @@ fn netem_available(ns: &str, dev: &str) -> bool {
     *NETEM.get_or_init(|| {
         let ok = run(
             TC,
-            &["-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms"],
+            &[
+                "-n", ns, "qdisc", "add", "dev", dev, "root", "netem", "delay", "1ms",
+            ],
         )
         .is_ok();
         if ok {
@@ -348,8 +357,7 @@ fn remove_stale() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = run(IP, &["netns", "del", name]);
         }
     }

@@ -652,7 +652,7 @@ impl RemoteWorker {
         if extra.local_released {
             if extra.remote_unit_id.is_empty() {
                 let dir = unit.dir().to_owned();
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                let _ = tokio::task::spawn_blocking(move || super::remove_unit_dir(&dir)).await;
                 unit.mark_released();
             } else {
                 self.spawn_release_loop(unit, extra);
@@ -918,12 +918,9 @@ async fn release_loop(
     let dir = unit.dir().to_owned();
     for _ in 0..3 {
         let dir = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let removed = tokio::task::spawn_blocking(move || super::remove_unit_dir(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match removed {
             Ok(()) => break,
             Err(error) => {
