@@ -390,10 +390,9 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
                 node.crash().await?;
                 if let Ok(Ok(reply)) = task.await
                     && reply.contains("\"released\"")
+                    && let Some(expect) = node.units.get_mut(&id)
                 {
-                    if let Some(expect) = node.units.get_mut(&id) {
-                        expect.released = true;
-                    }
+                    expect.released = true;
                 }
             }
         }
