@@ -62,7 +62,7 @@ const FETCH_CHUNK: usize = 256 * 1024;
 /// not have is taken for dead and reopened from the local size. A remote node that crashed
 /// and restarted never answers on its old streams (its new QUIC endpoint cannot reset them),
 /// and waiting for the QUIC idle timeout would stall the unit for half a minute.
-const FETCH_STALL: Duration = Duration::from_secs(8);
+const FETCH_STALL: Duration = Duration::from_secs(10);
 /// The time Go writes for "no expiration".
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
