@@ -406,7 +406,15 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
             .map(|(id, _)| id.clone())
             .collect();
         if matches!(point, Point::Release) {
-            for id in unfinished.iter().take(1) {
+            for id in &unfinished {
+                if work_status(&node.socket(), id).await?.is_none() {
+                    // Its release went through just before the crash (check() verified that
+                    // nothing of it remains).
+                    if let Some(expect) = node.units.get_mut(id) {
+                        expect.released = true;
+                    }
+                    continue;
+                }
                 let reply = control(&node.socket(), &format!("work release {id}")).await?;
                 ensure!(
                     reply.contains("\"released\""),
@@ -416,6 +424,7 @@ async fn local_units_survive_sigkill_at_random_points() -> Result<()> {
                     expect.released = true;
                 }
                 ensure!(!node.data_dir().join(id).exists());
+                break;
             }
         }
     }
