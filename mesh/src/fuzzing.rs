@@ -131,10 +131,7 @@ pub fn routing_update(data: &[u8]) {
             _ => check_routes(&mut table, &live),
         }
         let own_links = table.links();
-        let links: BTreeMap<&str, f64> = own_links
-            .iter()
-            .map(|(k, v)| (k.as_str(), *v))
-            .collect();
+        let links: BTreeMap<&str, f64> = own_links.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         assert_eq!(links, live, "our links are not the live connections");
         assert!(
             table.node_count() <= MAX_KNOWN_NODES + NAMES.len(),

@@ -61,6 +61,11 @@ use crate::config::{Config, LogLevel, WorkCommandConfig};
 pub const REMOTE_WORK_TYPE: &str = "remote";
 /// Unit directories read at once during recovery.
 const RECOVERY_CONCURRENCY: usize = 32;
+/// A unit directory being deleted is first renamed to this prefix plus its ID (see
+/// [`remove_unit_dir`]); the `.` keeps it from ever parsing as a unit ID.
+const TRASH_PREFIX: &str = ".released-";
+/// The files the engine and its runners put in a unit directory.
+const UNIT_FILES: [&str; 5] = ["status", "status.lock", ".status.tmp", "stdin", "stdout"];
 /// A `work watch` stream repeats the current status after this much silence, so the
 /// watching node can tell a quiet unit from a broken path.
 pub const WATCH_KEEPALIVE: Duration = Duration::from_secs(5);
@@ -615,6 +620,17 @@ impl WorkEngine {
         };
         let mut ids = Vec::new();
         for name in names {
+            if name.starts_with(TRASH_PREFIX) {
+                // A release that a crash interrupted after its first step: finish it.
+                let trash = self.inner.data_dir.join(&name);
+                match blocking(move || remove_dir_if_present(&trash)).await {
+                    Ok(()) => tracing::info!(dir = %name, "finished deleting a released unit"),
+                    Err(error) => {
+                        tracing::warn!(dir = %name, %error, "cannot delete a released unit's directory");
+                    }
+                }
+                continue;
+            }
             match UnitId::parse(&name) {
                 Ok(id) if self.lookup(&id).is_none() => ids.push(id),
                 Ok(_) => {}
@@ -628,14 +644,22 @@ impl WorkEngine {
         let mut loads = futures_util::stream::iter(ids)
             .map(|id| async move { (self.load_unit(&id).await, id) })
             .buffer_unordered(RECOVERY_CONCURRENCY);
+        let mut orphans = Vec::new();
         while let Some((loaded, id)) = loads.next().await {
-            if let Some((unit, problem)) = loaded {
-                report.units += 1;
-                if let Some(problem) = problem {
-                    report.failed.push((id.to_string(), problem));
+            match loaded {
+                Some((unit, problem)) => {
+                    report.units += 1;
+                    if let Some(problem) = problem {
+                        report.failed.push((id.to_string(), problem));
+                    }
+                    self.insert(unit);
                 }
-                self.insert(unit);
+                None => orphans.push(id),
             }
+        }
+        drop(loads);
+        for id in orphans {
+            self.remove_orphan(&id).await;
         }
         report.failed.sort();
         if report.units > 0 {
@@ -832,7 +856,7 @@ impl WorkEngine {
         let work_type = worker.work_type().to_owned();
         let unit = Unit::new(id, dir, Some(worker), status.clone(), self.unit_hooks(true));
         if let Err(error) = unit.store(status).await {
-            let _ = std::fs::remove_dir_all(unit.dir());
+            let _ = remove_unit_dir(unit.dir());
             return Err(WorkError::io(
                 format!("cannot write {}", unit.status_file().path().display()),
                 error,
@@ -953,11 +977,7 @@ impl WorkEngine {
             let mut result = Ok(());
             for attempt in 1..=attempts {
                 let dir = unit.dir().to_owned();
-                result = blocking(move || match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                })
-                .await;
+                result = blocking(move || remove_unit_dir(&dir)).await;
                 match &result {
                     Ok(()) => break,
                     Err(error) if attempt < attempts => {
@@ -1098,6 +1118,40 @@ impl WorkEngine {
         }
     }
 
+    /// A unit directory without a status file, found at startup, is what a crash leaves
+    /// between creating a unit's directory and writing its first status (or, before releases
+    /// renamed first, in the middle of deleting one). Nobody can see or release such a unit,
+    /// so it is deleted, provided it holds nothing but the files units are made of; anything
+    /// else in it is left alone and reported.
+    async fn remove_orphan(&self, id: &UnitId) {
+        let dir = self.inner.data_dir.join(id.as_str());
+        let removed = blocking(move || -> std::io::Result<bool> {
+            if dir.join("status").exists() {
+                return Ok(false);
+            }
+            for entry in std::fs::read_dir(&dir)? {
+                let name = entry?.file_name();
+                if !UNIT_FILES.iter().any(|f| name == *f) {
+                    return Ok(false);
+                }
+            }
+            remove_unit_dir(&dir)?;
+            Ok(true)
+        })
+        .await;
+        match removed {
+            Ok(true) => {
+                tracing::warn!(unit = %id, "removed a unit directory without a status file (left by a crash)");
+            }
+            Ok(false) => {
+                tracing::warn!(unit = %id, "directory without a status file skipped (it holds other files)");
+            }
+            Err(error) => {
+                tracing::warn!(unit = %id, %error, "cannot remove a unit directory without a status file");
+            }
+        }
+    }
+
     /// Loads one unit directory: `None` when it has no status file. A status file that
     /// cannot be read is moved aside and the unit marked `Failed / Failed to restart: ...`
     /// (the problem is returned too).
@@ -1112,6 +1166,7 @@ impl WorkEngine {
                 if !dir.is_dir() || !file.path().exists() {
                     return Ok(Err(LoadError::Missing(file.path().to_owned())));
                 }
+                file.remove_stale_temp()?;
                 Ok(file.load_fast())
             }
         })
@@ -1219,6 +1274,32 @@ impl WorkEngine {
             .worker()
             .is_some_and(|w| w.requires_signature(&unit.status()));
         self.check_signature(required, signature, caller)
+    }
+}
+
+/// Deletes a unit directory so that a crash at any point leaves either the whole unit or
+/// nothing a scan would take for one: the directory is renamed away in one step (after which
+/// the unit is gone for every reader) and then removed; a crash in between leaves a
+/// `.released-<id>` directory that [`WorkEngine::recover`] deletes. A missing directory
+/// counts as removed.
+pub(crate) fn remove_unit_dir(dir: &Path) -> std::io::Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return remove_dir_if_present(dir);
+    };
+    let trash = parent.join(format!("{TRASH_PREFIX}{}", name.to_string_lossy()));
+    // Left over from an earlier interrupted release of a unit with the same ID.
+    remove_dir_if_present(&trash)?;
+    match std::fs::rename(dir, &trash) {
+        Ok(()) => remove_dir_if_present(&trash),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 

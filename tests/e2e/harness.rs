@@ -91,9 +91,32 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, std::ffi::OsString)],
     ) -> Result<Self> {
-        let mut child = Command::new(receptor_bin()?)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+        let mut command = Command::new(receptor_bin()?);
+        command.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        Self::spawn(name, command)
+    }
+
+    /// Starts `receptor --config <dir>/<name>.yaml` inside network namespace `netns`
+    /// (`ip netns exec` execs receptor itself, so [`Daemon::pid`] is receptor's).
+    pub(crate) async fn start_yaml_in(
+        netns: &str,
+        name: &str,
+        dir: &Path,
+        yaml: &str,
+    ) -> Result<Self> {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml)?;
+        let mut command = Command::new(crate::netns::IP);
+        command
+            .args(["netns", "exec", netns])
+            .arg(receptor_bin()?)
+            .arg("--config")
+            .arg(&path);
+        Self::spawn(name, command)
+    }
+
+    fn spawn(name: &str, mut command: Command) -> Result<Self> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,6 +188,17 @@ impl Daemon {
     /// The address a `tcp-listener` bound to, read from the log.
     pub(crate) async fn tcp_listener_addr(&self) -> Result<String> {
         self.wait_log(r"tcp listener bound addr=(\S+)").await
+    }
+
+    /// SIGKILL (a crash: no shutdown code runs) and waits until the process is gone. Its
+    /// command runners live in their own process groups and keep running, as after a real
+    /// crash.
+    pub(crate) async fn kill(mut self) -> Result<()> {
+        self.child.start_kill().context("sending SIGKILL")?;
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .context("receptor did not exit after SIGKILL")??;
+        Ok(())
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -260,4 +294,121 @@ pub(crate) fn rust_receptorctl() -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+// === raw control-socket client (no Python start-up per call, for tight loops) ===
+
+/// Opens a control session and reads the greeting.
+async fn control_session(socket: &Path) -> Result<BufReader<tokio::net::UnixStream>> {
+    let stream = tokio::time::timeout(WAIT, tokio::net::UnixStream::connect(socket))
+        .await
+        .context("connecting to the control socket timed out")??;
+    let mut session = BufReader::new(stream);
+    let mut greeting = String::new();
+    tokio::time::timeout(WAIT, session.read_line(&mut greeting))
+        .await
+        .context("no greeting")??;
+    if !greeting.starts_with("Receptor Control") {
+        bail!("unexpected greeting {greeting:?}");
+    }
+    Ok(session)
+}
+
+async fn reply_line(session: &mut BufReader<tokio::net::UnixStream>) -> Result<String> {
+    let mut line = String::new();
+    let n = tokio::time::timeout(WAIT, session.read_line(&mut line))
+        .await
+        .context("no reply")??;
+    if n == 0 {
+        bail!("the control session closed without a reply");
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+/// Sends one command line and returns the one reply line.
+pub(crate) async fn control(socket: &Path, command: &str) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut session = control_session(socket).await?;
+    session
+        .get_mut()
+        .write_all(format!("{command}\n").as_bytes())
+        .await?;
+    reply_line(&mut session).await
+}
+
+/// `work list` as JSON (`{unit: status}`).
+pub(crate) async fn work_list(socket: &Path) -> Result<serde_json::Value> {
+    let line = control(socket, "work list").await?;
+    serde_json::from_str(&line).with_context(|| format!("work list reply {line:?}"))
+}
+
+/// `work status <unit>` as JSON; `Ok(None)` when the node says the unit is unknown.
+pub(crate) async fn work_status(socket: &Path, unit: &str) -> Result<Option<serde_json::Value>> {
+    let line = control(socket, &format!("work status {unit}")).await?;
+    if line.starts_with("ERROR: unknown work unit") {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .with_context(|| format!("work status reply {line:?}"))
+}
+
+/// Waits until `unit` is in a final state (Succeeded, Failed or Canceled) on `socket`.
+pub(crate) async fn wait_final(
+    socket: &Path,
+    unit: &str,
+    within: Duration,
+) -> Result<serde_json::Value> {
+    wait_for(&format!("unit {unit} to finish"), within, || async {
+        let status = work_status(socket, unit).await.ok()??;
+        matches!(status["State"].as_i64(), Some(2..=4)).then_some(status)
+    })
+    .await
+}
+
+/// A submit over the raw protocol: the JSON `request` (without command/subcommand), then
+/// the payload from `payload`, then the result line. Returns the unit ID and the result line.
+pub(crate) async fn work_submit(
+    socket: &Path,
+    request: serde_json::Value,
+    payload: &[u8],
+) -> Result<(String, String)> {
+    use tokio::io::AsyncWriteExt;
+    let mut request = request;
+    request["command"] = "work".into();
+    request["subcommand"] = "submit".into();
+    let mut session = control_session(socket).await?;
+    session
+        .get_mut()
+        .write_all(format!("{request}\n").as_bytes())
+        .await?;
+    let created = reply_line(&mut session).await?;
+    let id = created
+        .strip_prefix("Work unit created with ID ")
+        .and_then(|rest| rest.strip_suffix(". Send stdin data and EOF."))
+        .with_context(|| format!("submit refused: {created}"))?
+        .to_owned();
+    session.get_mut().write_all(payload).await?;
+    session.get_mut().shutdown().await?;
+    let result = reply_line(&mut session).await?;
+    Ok((id, result))
+}
+
+/// `work results <unit>`: every byte until the node closes the stream (the unit is done).
+pub(crate) async fn work_results(socket: &Path, unit: &str, within: Duration) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut session = control_session(socket).await?;
+    session
+        .get_mut()
+        .write_all(format!("work results {unit}\n").as_bytes())
+        .await?;
+    let header = reply_line(&mut session).await?;
+    if !header.starts_with("Streaming results for work unit") {
+        bail!("work results refused: {header}");
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(within, session.read_to_end(&mut out))
+        .await
+        .with_context(|| format!("results of {unit} did not end within {within:?}"))??;
+    Ok(out)
 }

@@ -297,7 +297,32 @@ impl CommandWorker {
             return Ok(());
         }
         let pid = CommandExtra::parse(status.extra_data.as_deref()).map_or(0, |e| e.pid);
-        let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        let mut pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        if pid.is_none() {
+            // The daemon may have died between starting the runner and recording its PID:
+            // that runner is running the unit (it may have reported Running already), so
+            // find it rather than fail the unit under it.
+            let dir = unit.dir().to_owned();
+            pid = tokio::task::spawn_blocking(move || find_runner(&dir))
+                .await
+                .ok()
+                .flatten();
+            if let Some(found) = pid {
+                tracing::info!(unit = %unit.id(), pid = %found, "found the unit's command runner, whose PID was not recorded");
+                let raw = i64::from(found.as_raw_nonzero().get());
+                let recorded = unit
+                    .update(move |status| {
+                        let mut extra =
+                            CommandExtra::parse(status.extra_data.as_deref()).unwrap_or_default();
+                        extra.pid = raw;
+                        status.extra_data = Some(extra.to_json());
+                    })
+                    .await;
+                if let Err(error) = recorded {
+                    tracing::error!(unit = %unit.id(), error = %super::chain(&error), "cannot record the runner PID");
+                }
+            }
+        }
         // Go fails every Pending unit; one whose runner was already started (the daemon
         // stopped just after launching it) is still running, so it is monitored instead.
         let launched = pid.is_some_and(|pid| runner_alive(pid, unit.dir()));
@@ -398,28 +423,44 @@ pub(crate) fn runner_alive(pid: Pid, unit_dir: &Path) -> bool {
     }
     let cmdline = format!("/proc/{}/cmdline", pid.as_raw_nonzero());
     match std::fs::read(&cmdline) {
-        Ok(bytes) => {
-            // A zombie has an empty command line: it is gone.
-            let args: Vec<&[u8]> = bytes.split(|&b| b == 0).collect();
-            // Compare the last two components (<node>/<unit>), so a data directory spelled
-            // differently since (relative, trailing slash, symlink) still matches.
-            let tail = |p: &Path| {
-                let unit = p.file_name().map(|n| n.to_owned());
-                let node = p.parent().and_then(Path::file_name).map(|n| n.to_owned());
-                (node, unit)
-            };
-            let wanted = tail(unit_dir);
-            args.contains(&b"--command-runner".as_slice())
-                && args.iter().any(|arg| {
-                    std::str::from_utf8(arg)
-                        .ok()
-                        .and_then(|a| a.strip_prefix("unitdir="))
-                        .is_some_and(|dir| tail(Path::new(dir)) == wanted)
-                })
-        }
+        Ok(bytes) => runs_unit(&bytes, unit_dir),
         // No /proc (not Linux): the signal test is all we have.
         Err(_) => !Path::new("/proc/self").exists(),
     }
+}
+
+/// Whether a `/proc/<pid>/cmdline` is that of the command runner of `unit_dir`.
+fn runs_unit(cmdline: &[u8], unit_dir: &Path) -> bool {
+    // A zombie has an empty command line: it is gone.
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    // Compare the last two components (<node>/<unit>), so a data directory spelled
+    // differently since (relative, trailing slash, symlink) still matches.
+    let tail = |p: &Path| {
+        let unit = p.file_name().map(|n| n.to_owned());
+        let node = p.parent().and_then(Path::file_name).map(|n| n.to_owned());
+        (node, unit)
+    };
+    let wanted = tail(unit_dir);
+    args.contains(&b"--command-runner".as_slice())
+        && args.iter().any(|arg| {
+            std::str::from_utf8(arg)
+                .ok()
+                .and_then(|a| a.strip_prefix("unitdir="))
+                .is_some_and(|dir| tail(Path::new(dir)) == wanted)
+        })
+}
+
+/// The running command runner of `unit_dir`, found by its command line (Linux `/proc`).
+fn find_runner(unit_dir: &Path) -> Option<Pid> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(Pid::from_raw)
+        .find(|pid| {
+            std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero()))
+                .is_ok_and(|cmdline| runs_unit(&cmdline, unit_dir))
+        })
 }
 
 async fn wait_gone(pid: Pid, unit_dir: &Path, limit: Duration) -> bool {

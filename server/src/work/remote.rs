@@ -59,6 +59,11 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 const MAX_REPLY: u64 = 1024 * 1024;
 /// Bytes copied per read while fetching results.
 const FETCH_CHUNK: usize = 256 * 1024;
+/// A results stream that brings nothing for this long while the remote reports bytes we do
+/// not have is taken for dead and reopened from the local size. A remote node that crashed
+/// and restarted never answers on its old streams (its new QUIC endpoint cannot reset them),
+/// and waiting for the QUIC idle timeout would stall the unit for half a minute.
+const FETCH_STALL: Duration = Duration::from_secs(10);
 /// The time Go writes for "no expiration".
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
@@ -674,7 +679,7 @@ impl RemoteWorker {
         if extra.local_released {
             if extra.remote_unit_id.is_empty() {
                 let dir = unit.dir().to_owned();
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                let _ = tokio::task::spawn_blocking(move || super::remove_unit_dir(&dir)).await;
                 unit.mark_released();
             } else {
                 self.spawn_release_loop(unit, extra);
@@ -960,12 +965,9 @@ async fn release_loop(
     let dir = unit.dir().to_owned();
     for _ in 0..3 {
         let dir = dir.clone();
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let removed = tokio::task::spawn_blocking(move || super::remove_unit_dir(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match removed {
             Ok(()) => break,
             Err(error) => {
@@ -1290,11 +1292,24 @@ async fn fetch_once(
     let _ = session.conn.get_mut().shutdown().await;
     let mut buf = vec![0u8; FETCH_CHUNK];
     let mut changes = mirror.changes();
+    let mut last_read = Instant::now();
     loop {
         let read = tokio::select! {
             biased;
             () = token.cancelled() => return Ok(()),
             read = session.conn.read(&mut buf) => read,
+            () = tokio::time::sleep_until(last_read + FETCH_STALL) => {
+                let behind = mirror
+                    .remote()
+                    .is_some_and(|r| u64::try_from(r.size).unwrap_or(0) > *local);
+                if behind {
+                    return Err(Failure::Remote(format!(
+                        "no results for {FETCH_STALL:?} while the remote reports more; reopening"
+                    )));
+                }
+                last_read = Instant::now();
+                continue;
+            }
             // (The sender lives in `mirror`, which outlives this borrow: no error.)
             _ = changes.changed() => {
                 // A Go remote never ends the stream of a Canceled unit: stop once the
@@ -1316,6 +1331,7 @@ async fn fetch_once(
             .await
             .map_err(|e| Failure::Remote(format!("cannot write stdout: {e}")))?;
         *local += n as u64;
+        last_read = Instant::now();
         mirror.touch();
         // The state may have turned final before these last bytes came (see above).
         if mirror.done(*local) {

@@ -331,6 +331,22 @@ impl StatusFile {
         Ok(())
     }
 
+    /// Removes a temporary file left by a writer that died between writing it and renaming
+    /// it over `status` (the status itself is intact: the rename is what publishes). Taken
+    /// under the lock, so a live writer's temporary file is never touched. Nothing is created
+    /// when there is nothing to remove.
+    pub(crate) fn remove_stale_temp(&self) -> io::Result<bool> {
+        if !self.temp_path.exists() {
+            return Ok(false);
+        }
+        let _lock = self.lock()?;
+        match std::fs::remove_file(&self.temp_path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Moves an unreadable status file aside (kept for inspection as `status.corrupt`).
     pub(crate) fn quarantine(&self) -> io::Result<PathBuf> {
         let _lock = self.lock()?;
@@ -440,6 +456,26 @@ mod tests {
         std::fs::write(file.path(), "{nope")?;
         assert!(file.update(&base, |_| {}).is_err());
         assert!(matches!(file.load(), Err(LoadError::Corrupt { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_crash_is_removed_and_the_status_kept()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = StatusFile::new(dir.path());
+        assert!(!file.remove_stale_temp()?, "nothing to remove");
+        assert!(
+            !dir.path().join("status.lock").exists(),
+            "no lock created for nothing"
+        );
+        let status = Status::created("cat", None);
+        file.store(&status)?;
+        // A writer killed after writing its temp file, before the rename.
+        std::fs::write(dir.path().join(".status.tmp"), "{\"State\":2,\"Det")?;
+        assert!(file.remove_stale_temp()?);
+        assert!(!dir.path().join(".status.tmp").exists());
+        assert_eq!(file.load()?, status);
         Ok(())
     }
 
