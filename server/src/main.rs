@@ -108,6 +108,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    telemetry::export_metrics(daemon.metrics());
     let stopped_itself = tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutting down");

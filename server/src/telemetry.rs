@@ -35,6 +35,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use receptor_mesh::metrics::{Kind, Registry, Value};
+
 use crate::config::{Config, LogLevel};
 
 /// How long [`Telemetry::shutdown`] may spend flushing.
@@ -172,6 +174,90 @@ pub fn init(level: LogLevel, settings: Option<&Settings>) -> Result<Telemetry, I
 /// The meter of our metrics: exported over OTLP when telemetry is on, a no-op otherwise.
 pub fn meter() -> opentelemetry::metrics::Meter {
     opentelemetry::global::meter(SCOPE)
+}
+
+/// Exports `registry` over OTLP: one asynchronous instrument per family, read through
+/// [`Registry::snapshot`] (the same read path as the Prometheus endpoint) each time the
+/// periodic reader collects. With telemetry off the global meter is a no-op and the callbacks
+/// never run. OpenTelemetry has no asynchronous histogram, so a histogram goes out as two
+/// counters, `<name>_count` and `<name>_sum` (its buckets are on the Prometheus endpoint).
+pub fn export_metrics(registry: &Registry) {
+    let meter = meter();
+    for family in registry.snapshot() {
+        let name = family.name.clone();
+        let read = {
+            let registry = registry.clone();
+            move |name: &str| {
+                registry
+                    .snapshot()
+                    .into_iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.series)
+                    .unwrap_or_default()
+            }
+        };
+        match family.kind {
+            Kind::Counter => {
+                let _ = meter
+                    .u64_observable_counter(name.clone())
+                    .with_description(family.help)
+                    .with_callback(move |observer| {
+                        for series in read(&name) {
+                            if let Value::Counter(total) = series.value {
+                                observer.observe(total, &key_values(&series.labels));
+                            }
+                        }
+                    })
+                    .build();
+            }
+            Kind::Gauge => {
+                let _ = meter
+                    .f64_observable_gauge(name.clone())
+                    .with_description(family.help)
+                    .with_callback(move |observer| {
+                        for series in read(&name) {
+                            if let Value::Gauge(value) = series.value {
+                                observer.observe(value, &key_values(&series.labels));
+                            }
+                        }
+                    })
+                    .build();
+            }
+            Kind::Histogram => {
+                let count_read = read.clone();
+                let count_name = name.clone();
+                let _ = meter
+                    .u64_observable_counter(format!("{name}_count"))
+                    .with_description(format!("{} (observations)", family.help))
+                    .with_callback(move |observer| {
+                        for series in count_read(&count_name) {
+                            if let Value::Histogram(h) = series.value {
+                                observer.observe(h.count, &key_values(&series.labels));
+                            }
+                        }
+                    })
+                    .build();
+                let _ = meter
+                    .f64_observable_counter(format!("{name}_sum"))
+                    .with_description(format!("{} (sum of observations)", family.help))
+                    .with_callback(move |observer| {
+                        for series in read(&name) {
+                            if let Value::Histogram(h) = series.value {
+                                observer.observe(h.sum, &key_values(&series.labels));
+                            }
+                        }
+                    })
+                    .build();
+            }
+        }
+    }
+}
+
+fn key_values(labels: &[(String, String)]) -> Vec<KeyValue> {
+    labels
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect()
 }
 
 impl Telemetry {

@@ -1,7 +1,7 @@
 """A minimal OTLP/gRPC collector for the telemetry tests.
 
-Serves opentelemetry.proto.collector.trace.v1.TraceService/Export (and accepts metrics
-exports, which the daemon flushes at shutdown) on 127.0.0.1, port 0. Prints
+Serves opentelemetry.proto.collector.trace.v1.TraceService/Export and the metrics service's
+Export (written to `<file>.metrics`, see `Metrics`) on 127.0.0.1, port 0. Prints
 `listening on PORT` once ready, then appends one JSON line per received span to the file
 given as the only argument:
 
@@ -74,15 +74,49 @@ class Traces(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Appends one JSON line per data point to `<file>.metrics`:
+
+    {"node": ..., "name": ..., "kind": "sum"|"gauge"|..., "attributes": {...}, "value": n}
+    """
+
+    def __init__(self, out):
+        self.out = out
+        self.lock = threading.Lock()
+
     def Export(self, request, context):
+        lines = []
+        for resource_metrics in request.resource_metrics:
+            resource = attributes(resource_metrics.resource.attributes)
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    if kind not in ("sum", "gauge"):
+                        continue
+                    for point in getattr(metric, kind).data_points:
+                        value = getattr(point, point.WhichOneof("value"))
+                        lines.append(
+                            json.dumps(
+                                {
+                                    "node": resource.get("node.id"),
+                                    "name": metric.name,
+                                    "kind": kind,
+                                    "attributes": attributes(point.attributes),
+                                    "value": value,
+                                }
+                            )
+                        )
+        with self.lock:
+            self.out.write("".join(line + "\n" for line in lines))
+            self.out.flush()
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
 def main():
     out = open(sys.argv[1], "a", encoding="utf-8")
+    metrics_out = open(sys.argv[1] + ".metrics", "a", encoding="utf-8")
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(out), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(metrics_out), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"listening on {port}", flush=True)
@@ -92,6 +126,7 @@ def main():
     stop.wait()
     server.stop(grace=1).wait()
     out.close()
+    metrics_out.close()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,24 @@ impl Collector {
         )
     }
 
+    /// Every metric data point received so far: `(node, name, attributes, value)`.
+    fn metric_points(&self) -> Result<Vec<(String, String, serde_json::Value, f64)>> {
+        let mut file = self.file.clone().into_os_string();
+        file.push(".metrics");
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line)?;
+                Ok((
+                    v["node"].as_str().unwrap_or_default().to_owned(),
+                    v["name"].as_str().unwrap_or_default().to_owned(),
+                    v["attributes"].clone(),
+                    v["value"].as_f64().context("value")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every span received so far.
     fn spans(&self) -> Result<Vec<Span>> {
         let text = std::fs::read_to_string(&self.file).unwrap_or_default();
@@ -280,7 +298,8 @@ async fn a_remote_unit_over_two_hops_is_one_trace_across_the_nodes() -> Result<(
 /// A gRPC `Submit` with `traceparent` metadata: the request's span continues the caller's
 /// trace, and the unit's spans hang under it.
 #[tokio::test]
-async fn a_grpc_callers_traceparent_is_the_parent_of_the_request() -> Result<()> {
+async fn a_grpc_callers_traceparent_is_the_parent_of_the_request_and_metrics_export() -> Result<()>
+{
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const CALLER: &str = "00f067aa0ba902b7";
     let dir = tempfile::tempdir()?;
@@ -344,6 +363,43 @@ async fn a_grpc_callers_traceparent_is_the_parent_of_the_request() -> Result<()>
         }
     }
     check_tree(&ours)?;
+
+    // The node's metrics went to the same collector (flushed at shutdown): the registry that
+    // serves the Prometheus endpoint, read through the OTLP bridge.
+    let points = collector.metric_points()?;
+    let latest = |name: &str, attrs: &[(&str, &str)]| {
+        points
+            .iter()
+            .filter(|(node, n, a, _)| {
+                node == "node-g" && n == name && attrs.iter().all(|(k, v)| a[*k] == *v)
+            })
+            .map(|p| p.3)
+            .fold(None, |max: Option<f64>, v| {
+                Some(max.map_or(v, |m| m.max(v)))
+            })
+    };
+    ensure!(
+        latest("receptor_control_requests_total", &[("frontend", "grpc")]) >= Some(1.0),
+        "no gRPC request counted over OTLP: {points:#?}"
+    );
+    ensure!(
+        latest(
+            "receptor_work_units_finished_total",
+            &[("work_type", "cat"), ("state", "succeeded")]
+        ) == Some(1.0),
+        "the finished unit is not counted over OTLP: {points:#?}"
+    );
+    ensure!(
+        latest(
+            "receptor_work_unit_duration_seconds_count",
+            &[("work_type", "cat")]
+        ) == Some(1.0),
+        "the unit's duration is not exported: {points:#?}"
+    );
+    ensure!(
+        latest("receptor_mesh_known_nodes", &[]) == Some(1.0),
+        "gauges are not exported: {points:#?}"
+    );
     Ok(())
 }
 
@@ -402,5 +458,124 @@ async fn without_telemetry_no_exporter_runs() -> Result<()> {
         by_node.get("node-on").is_some_and(|n| *n > 0),
         "{by_node:?}"
     );
+    Ok(())
+}
+
+/// Secrets never reach a log or a span, even at debug level with every span exported: not the
+/// work-signing private key, not the signed token (a JWT, which always starts `eyJ`) that
+/// travels with each signed remote submission, not a `secret_*` work parameter.
+#[tokio::test]
+async fn secrets_never_reach_logs_or_spans() -> Result<()> {
+    const SECRET: &str = "S3cr3t-V4lue-never-logged";
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("server/src/work/testdata");
+    let private_key = testdata.join("signing-pkcs1.pem");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let collector = Collector::start(d).await?;
+    let debug = |yaml: String| yaml.replace("- log-level: info", "- log-level: debug");
+    let c_extra = format!(
+        "{}- work-verification:\n    publickey: {}\n\
+         - work-command:\n    worktype: signed-cat\n    command: cat\n    verifysignature: true\n",
+        collector.entity(),
+        testdata.join("signing-public.pem").display()
+    );
+    let c = Daemon::start_yaml(
+        "node-c",
+        d,
+        &debug(node_yaml(d, "node-c", true, &[], &c_extra)),
+    )
+    .await?;
+    let c_addr = c.tcp_listener_addr().await?;
+    let a_extra = format!(
+        "{}- work-signing:\n    privatekey: {}\n    tokenexpiration: 10m\n",
+        collector.entity(),
+        private_key.display()
+    );
+    let a = Daemon::start_yaml(
+        "node-a",
+        d,
+        &debug(node_yaml(d, "node-a", false, &[&c_addr], &a_extra)),
+    )
+    .await?;
+    let a_sock = socket(d, "node-a");
+    wait_sees(&a_sock, "node-c").await?;
+
+    // A signed remote unit: the token is made on a and checked on c.
+    let signed = receptorctl(
+        &a_sock,
+        &[
+            "work",
+            "submit",
+            "signed-cat",
+            "--node",
+            "node-c",
+            "--signwork",
+            "-l",
+            "signed",
+            "-f",
+        ],
+    )
+    .await?;
+    ensure!(signed.code == Some(0), "{signed:?}");
+    ensure!(signed.stdout.contains("signed"), "{signed:?}");
+    // A secret parameter (refused without TLS to the remote node): never echoed.
+    let secret = receptorctl(
+        &a_sock,
+        &[
+            "work",
+            "submit",
+            "cat",
+            "--node",
+            "node-c",
+            "--param",
+            &format!("secret_token={SECRET}"),
+            "-l",
+            "x",
+        ],
+    )
+    .await?;
+    ensure!(
+        !secret.stderr.contains(SECRET) && !secret.stdout.contains(SECRET),
+        "{secret:?}"
+    );
+    let (a_log, c_log) = (a.log(), c.log());
+    ensure!(
+        a_log.contains("DEBUG") && c_log.contains("DEBUG"),
+        "debug logging is not on, so the check below proves little"
+    );
+    stop(a, "node-a").await?;
+    stop(c, "node-c").await?;
+
+    let spans = std::fs::read_to_string(&collector.file).unwrap_or_default();
+    ensure!(
+        spans.contains("work.transfer"),
+        "the spans did not arrive, so the check below proves nothing"
+    );
+    let pem = std::fs::read_to_string(&private_key)?;
+    let key_lines: Vec<&str> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .collect();
+    ensure!(!key_lines.is_empty());
+    for (what, text) in [
+        ("node-a log", &a_log),
+        ("node-c log", &c_log),
+        ("spans", &spans),
+    ] {
+        ensure!(
+            !text.contains(SECRET),
+            "the secret parameter is in the {what}"
+        );
+        ensure!(
+            !text.contains("eyJ"),
+            "a signed token (JWT) is in the {what}"
+        );
+        for line in &key_lines {
+            ensure!(
+                !text.contains(line),
+                "private key material is in the {what}"
+            );
+        }
+    }
     Ok(())
 }
