@@ -235,13 +235,18 @@ fn check_routes(table: &mut RoutingTable, live: &BTreeMap<&str, f64>) {
 
 // === the stable driver ===
 
-/// Runs `body` on every file of `seeds` (a directory, e.g. `fuzz/seeds/<target>`), then on
-/// `iterations` inputs made by mutating them with a fixed-seed generator: a libFuzzer-free smoke
-/// run for stable toolchains. A panicking input is printed in hex before the panic goes on.
+/// Runs `body` on every file of the target's seed corpus (`fuzz/seeds/<target>` in this
+/// repository, shared with the cargo-fuzz targets), then on `iterations` inputs made by mutating
+/// them with a fixed-seed generator: a libFuzzer-free smoke run for stable toolchains. A panicking
+/// input is printed in hex before the panic goes on.
 ///
 /// # Panics
-/// When `seeds` cannot be read or is empty, and when `body` panics.
-pub fn smoke(seeds: &Path, iterations: usize, body: impl Fn(&[u8])) {
+/// When the corpus cannot be read or is empty, and when `body` panics.
+pub fn smoke(target: &str, iterations: usize, body: impl Fn(&[u8])) {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(target);
+    let seeds = seeds.as_path();
     let mut corpus: Vec<Vec<u8>> = std::fs::read_dir(seeds)
         .unwrap_or_else(|e| panic!("cannot read seed corpus {}: {e}", seeds.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -343,23 +348,15 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn seeds(target: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds")
-            .join(target)
-    }
 
     #[test]
     fn wire_decode_smoke() {
-        smoke(&seeds("wire_decode"), 20_000, wire_decode);
+        smoke("wire_decode", 20_000, wire_decode);
     }
 
     #[test]
     fn routing_update_smoke() {
-        smoke(&seeds("routing_update"), 5_000, routing_update);
+        smoke("routing_update", 5_000, routing_update);
     }
 }

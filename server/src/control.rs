@@ -446,7 +446,7 @@ where
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
             let parsed = command::parse(&text);
-            ops.count_request(crate::metrics::Frontend::Classic, parsed.metric_name());
+            ops.count_request(crate::metrics::Frontend::Classic, parsed.name());
             let span = tracing::info_span!(
                 "control.request",
                 node.id = %ops.node().id(),

@@ -194,40 +194,32 @@ pub fn grpc_request(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
     use receptor_mesh::fuzzing::smoke;
 
     use super::*;
 
-    fn seeds(target: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/seeds")
-            .join(target)
-    }
-
     #[test]
     fn control_line_smoke() {
-        smoke(&seeds("control_line"), 20_000, control_line);
+        smoke("control_line", 20_000, control_line);
     }
 
     #[test]
     fn config_cli_smoke() {
-        smoke(&seeds("config_cli"), 5_000, config_cli);
+        smoke("config_cli", 5_000, config_cli);
     }
 
     #[test]
     fn config_yaml_smoke() {
-        smoke(&seeds("config_yaml"), 5_000, config_yaml);
+        smoke("config_yaml", 5_000, config_yaml);
     }
 
     #[test]
     fn status_file_smoke() {
-        smoke(&seeds("status_file"), 20_000, status_file);
+        smoke("status_file", 20_000, status_file);
     }
 
     #[test]
     fn grpc_request_smoke() {
-        smoke(&seeds("grpc_request"), 20_000, grpc_request);
+        smoke("grpc_request", 20_000, grpc_request);
     }
 }

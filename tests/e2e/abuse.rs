@@ -37,11 +37,17 @@ const BATCH: usize = 32;
 /// Descriptors the daemon may hold above its idle count once the abuse is over (a log or
 /// timer descriptor opened lazily, a connection of the health checker in flight).
 const FD_SLACK: usize = 4;
-/// Allowed RSS growth over 10,000 cycles, from the warmed-up baseline. Per-connection state
-/// (a task, two 256-slot channels, a TLS session, buffers) is a few KiB to ~100 KiB; 32 in
-/// flight is at most a few MiB, already paid in the warm-up. A leak of even one KiB per cycle
-/// would add ~10 MiB; allocator fragmentation stays well under this.
-const RSS_GROWTH_KIB: u64 = 8 << 10;
+/// Allowed RSS growth over the quieter half of the 10,000 cycles. Per-connection state (a
+/// task, two 256-slot channels, a TLS session, buffers) is a few KiB to ~100 KiB; 32 in flight
+/// is at most a few MiB, mostly paid in the warm-up. A leak grows RSS in both halves alike (one
+/// KiB per cycle is ~5 MiB a half); a one-off step does not: on a loaded machine more accepted
+/// connections wait at once, a new high-water mark of live sessions is reached once, and the
+/// allocator keeps what they freed (seen: +10 MiB in one run of 10,000 cycles with the CPUs
+/// busy). So the half that grew less must stay within this, and the whole run within
+/// [`RSS_STEP_KIB`].
+const RSS_GROWTH_KIB: u64 = 4 << 10;
+/// Allowed RSS growth over all 10,000 cycles, one-off steps included.
+const RSS_STEP_KIB: u64 = 16 << 10;
 /// How long one health check (a ping through the daemon) may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -333,7 +339,11 @@ where
 
     let health = Health::start(mesh.socket());
     let started = Instant::now();
-    let cycles = run_cycles(CYCLES, &cycle).await;
+    let mut cycles = run_cycles(CYCLES / 2, &cycle).await;
+    let mid_rss = rss_kib(pid)?;
+    if cycles.is_ok() {
+        cycles = run_cycles(CYCLES - CYCLES / 2, &cycle).await;
+    }
     let elapsed = started.elapsed();
     let checks = health.finish().await.with_context(|| mesh.victim.log());
     cycles?;
@@ -346,13 +356,17 @@ where
         "abuse {label}: {CYCLES} cycles in {elapsed:.1?} ({:.0}/s, {} Unix connects retried \
          on a full backlog), {checks} pings ok; \
          fds idle {idle_fds}, after warm-up {base_fds}, after abuse {end_fds}; \
-         VmRSS {base_rss} KiB -> {end_rss} KiB (VmHWM {peak} KiB)",
+         VmRSS {base_rss} KiB -> {mid_rss} KiB half-way -> {end_rss} KiB (VmHWM {peak} KiB)",
         CYCLES as f64 / elapsed.as_secs_f64(),
         BACKLOG_RETRIES.load(Ordering::Relaxed)
     );
+    let quieter_half = mid_rss
+        .saturating_sub(base_rss)
+        .min(end_rss.saturating_sub(mid_rss));
     ensure!(
-        end_rss.saturating_sub(base_rss) < RSS_GROWTH_KIB,
-        "{label}: RSS grew from {base_rss} KiB to {end_rss} KiB over {CYCLES} cycles"
+        quieter_half < RSS_GROWTH_KIB && end_rss.saturating_sub(base_rss) < RSS_STEP_KIB,
+        "{label}: RSS grew from {base_rss} KiB to {mid_rss} KiB half-way and {end_rss} KiB \
+         after {CYCLES} cycles"
     );
     Ok(())
 }

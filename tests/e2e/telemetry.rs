@@ -251,7 +251,7 @@ async fn a_remote_unit_over_two_hops_is_one_trace_across_the_nodes() -> Result<(
 
     // Submit on a: the control request, the unit, its transfer to c.
     let a_request = find(&trace, "node-a", "control.request")?;
-    ensure!(a_request.attr("control.command") == Some("work submit"));
+    ensure!(a_request.attr("control.command") == Some("work_submit"));
     ensure!(a_unit.parent_span_id == a_request.span_id, "{a_unit:?}");
     ensure!(a_unit.attr("work.type") == Some("cat") && a_unit.attr("work.node") == Some("node-c"));
     let transfer = find(&trace, "node-a", "work.transfer")?;

@@ -63,33 +63,6 @@ pub(crate) enum WorkCommand {
     },
 }
 
-impl Parsed {
-    /// The command's name in `receptor_control_requests_total` (`invalid` for lines that did
-    /// not parse): a fixed set, whatever a client sends.
-    pub(crate) fn metric_name(&self) -> &'static str {
-        match self {
-            Parsed::Errors(_) => "invalid",
-            Parsed::Command(command) => match command {
-                Command::Status { .. } => "status",
-                Command::Ping { .. } => "ping",
-                Command::Traceroute { .. } => "traceroute",
-                Command::Reload => "reload",
-                Command::Grpc => "grpc",
-                Command::Connect { .. } => "connect",
-                Command::Work(work) => match work {
-                    WorkCommand::List { .. } => "work_list",
-                    WorkCommand::Status { .. } => "work_status",
-                    WorkCommand::Watch { .. } => "work_watch",
-                    WorkCommand::Submit(_) => "work_submit",
-                    WorkCommand::Results { .. } => "work_results",
-                    WorkCommand::Cancel { .. } => "work_cancel",
-                    WorkCommand::Release { .. } => "work_release",
-                },
-            },
-        }
-    }
-}
-
 /// Keys of a JSON submit that are not work parameters.
 const SUBMIT_RESERVED: &[&str] = &[
     "command",
@@ -112,7 +85,10 @@ pub(crate) enum Parsed {
 }
 
 impl Parsed {
-    /// The command's name, for spans: `status`, `work submit`, ...; `invalid` for errors.
+    /// The command's name for spans (`control.command`) and the `command` label of
+    /// `receptor_control_requests_total`: `status`, `work_submit`, ...; `invalid` for lines
+    /// that did not parse. A fixed set whatever a client sends, named like the gRPC methods'
+    /// labels so both front-ends count alike.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Parsed::Errors(_) => "invalid",
@@ -124,14 +100,14 @@ impl Parsed {
                 Command::Grpc => "grpc",
                 Command::Connect { .. } => "connect",
                 Command::Work(work) => match work {
-                    WorkCommand::List { .. } => "work list",
-                    WorkCommand::Status { .. } => "work status",
-                    WorkCommand::Watch { .. } => "work watch",
-                    WorkCommand::Submit(_) => "work submit",
-                    WorkCommand::Results { .. } => "work results",
-                    WorkCommand::Cancel { .. } => "work cancel",
-                    WorkCommand::Release { force: false, .. } => "work release",
-                    WorkCommand::Release { force: true, .. } => "work force-release",
+                    WorkCommand::List { .. } => "work_list",
+                    WorkCommand::Status { .. } => "work_status",
+                    WorkCommand::Watch { .. } => "work_watch",
+                    WorkCommand::Submit(_) => "work_submit",
+                    WorkCommand::Results { .. } => "work_results",
+                    WorkCommand::Cancel { .. } => "work_cancel",
+                    WorkCommand::Release { force: false, .. } => "work_release",
+                    WorkCommand::Release { force: true, .. } => "work_force_release",
                 },
             },
         }
