@@ -12,7 +12,8 @@ use crate::wire::RoutingUpdate;
 
 /// How long an update ID is remembered for flood suppression.
 pub const SEEN_UPDATE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Most nodes the database will hold; updates introducing more are refused (hostile floods).
+/// Most nodes the database will hold. When it is full, an update introducing a new node first
+/// evicts the nodes we have no route to, and is refused if that frees no room (hostile floods).
 pub const MAX_KNOWN_NODES: usize = 10_000;
 /// Most connections one update may list.
 pub const MAX_CONNECTIONS_PER_UPDATE: usize = 10_000;
@@ -42,6 +43,9 @@ pub struct UpdateOutcome {
     pub duplicate: DuplicateAction,
     /// Why the update was dropped, if it was (for logs).
     pub dropped: Option<&'static str>,
+    /// Nodes forgotten to make room for the new one (the database was full and we had no
+    /// route to them): the caller may forget their names too.
+    pub evicted: Vec<String>,
 }
 
 impl UpdateOutcome {
@@ -163,6 +167,11 @@ pub struct RoutingTable {
     seen_hasher: RandomState,
     /// Destination -> next hop, as of the last recompute.
     routes: BTreeMap<String, String>,
+    /// Set when an eviction found every node reachable; cleared by any change of the edges.
+    /// While set, a full table refuses new nodes without walking the graph again, so a peer
+    /// that keeps announcing new nodes into a full table of reachable ones costs a lookup
+    /// per update, not a traversal.
+    eviction_futile: bool,
 }
 
 impl RoutingTable {
@@ -189,6 +198,7 @@ impl RoutingTable {
             seen_order: VecDeque::new(),
             seen_hasher: RandomState::new(),
             routes: BTreeMap::new(),
+            eviction_futile: false,
         }
     }
 
@@ -212,6 +222,7 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
+        self.eviction_futile = false;
         self.own_row_mut().insert(peer, cost);
         // The peer becomes a key at once, as in Go, so it is routable before its first update.
         let entry = self.nodes.entry(peer.to_owned()).or_default();
@@ -230,6 +241,7 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
+        self.eviction_futile = false;
         self.own_row_mut().remove(peer);
         if let Some(row) = self
             .nodes
@@ -330,7 +342,12 @@ impl RoutingTable {
             None => {
                 if !self.nodes.contains_key(&update.node_id) && self.nodes.len() >= MAX_KNOWN_NODES
                 {
-                    return UpdateOutcome::dropped("too many known nodes");
+                    outcome.evicted = self.evict_unreachable();
+                    if self.nodes.len() >= MAX_KNOWN_NODES {
+                        return UpdateOutcome::dropped("too many known nodes");
+                    }
+                    // The database shown by `status` shrank, though no route changed.
+                    outcome.topology_changed = true;
                 }
                 outcome.new_node = Some(update.node_id.clone());
             }
@@ -343,6 +360,7 @@ impl RoutingTable {
             _ => false,
         };
         if !unchanged {
+            self.eviction_futile = false;
             let new = update.connections.as_ref().map(Row::from_map);
             let old = std::mem::replace(&mut entry.connections, new);
             entry.listed = true;
@@ -508,6 +526,74 @@ impl RoutingTable {
         let key = self.seen_key(update_id);
         self.seen.insert(key);
         self.seen_order.push_back((key, now));
+    }
+
+    /// Forgets every node we have no route to (never us, never a peer we are linked to) and
+    /// returns their names. Called only when the database is full and a new node announces
+    /// itself: without it, a peer that filled the table with fake nodes would lock out every
+    /// real node until a restart, even after the peer is gone.
+    ///
+    /// The cost is what §4.7 keeps for life: an evicted node's `(epoch, sequence)`. A replay of
+    /// one of its old updates is then taken as news once its update ID has left the seen set
+    /// (an hour, or [`MAX_SEEN_UPDATES`] IDs later), installing an old row until the node's
+    /// next update (every node floods one every 10 s) replaces it. The node was unreachable,
+    /// so its row routed nothing; and a full table is an abnormal state, so a mesh within the
+    /// bound behaves exactly as Go's. Rows of the remaining nodes that list an evicted node
+    /// keep that edge: they are those nodes' reports, as for any name not in the database.
+    fn evict_unreachable(&mut self) -> Vec<String> {
+        if self.eviction_futile {
+            return Vec::new();
+        }
+        let reachable = self.reachable();
+        let own_links: HashSet<&str> = self
+            .nodes
+            .get(&self.own_id)
+            .and_then(|entry| entry.connections.as_ref())
+            .map(|row| row.names().collect())
+            .unwrap_or_default();
+        let doomed: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|name| {
+                **name != self.own_id
+                    && !reachable.contains(name.as_str())
+                    && !own_links.contains(name.as_str())
+            })
+            .cloned()
+            .collect();
+        for name in &doomed {
+            if let Some(entry) = self.nodes.remove(name) {
+                for neighbour in entry.connections.iter().flat_map(Row::names) {
+                    self.unindex_edge(name, neighbour);
+                }
+            }
+            // Routes are as of the last recompute; an evicted node must not stay a destination
+            // until the next one.
+            self.routes.remove(name);
+        }
+        self.eviction_futile = doomed.is_empty();
+        doomed
+    }
+
+    /// The nodes with a path from us over the edges [`recompute`](Self::recompute) uses
+    /// (rows of listed nodes, towards listed nodes), us included.
+    fn reachable(&self) -> HashSet<&str> {
+        let mut reached = HashSet::from([self.own_id.as_str()]);
+        let mut frontier = vec![self.own_id.as_str()];
+        while let Some(node) = frontier.pop() {
+            let Some(row) = self.nodes.get(node).and_then(|e| e.connections.as_ref()) else {
+                continue;
+            };
+            for neighbour in row.names() {
+                let Some((name, entry)) = self.nodes.get_key_value(neighbour) else {
+                    continue;
+                };
+                if entry.listed && reached.insert(name.as_str()) {
+                    frontier.push(name);
+                }
+            }
+        }
+        reached
     }
 
     /// Deletes every other node's edge to `node` unless `node` lists that node too, which keeps
@@ -1379,26 +1465,117 @@ mod tests {
         assert!(t.handle_update(&u, now).flood);
     }
 
-    #[test]
-    fn known_nodes_are_bounded() {
-        let now = Instant::now();
-        let mut t = RoutingTable::new("a", 1);
+    /// Links `a` to a peer `evil` that announces `count` fake nodes in a chain
+    /// (evil - fake0 - fake1 - ...), so every admitted fake is reachable through evil.
+    /// Returns how many updates were refused as "too many known nodes".
+    fn fill_with_fakes(t: &mut RoutingTable, count: usize, now: Instant) -> usize {
+        t.link_up("evil", 1.0);
+        t.handle_update(
+            &update("evil", "evil", 5, 1, &[("a", 1.0), ("fake0", 1.0)]),
+            now,
+        );
         let mut refused = 0;
-        for i in 0..20_000 {
-            let u = update(&format!("fake{i}"), &format!("id{i}"), 5, 1, &[]);
+        for i in 0..count {
+            let prev = if i == 0 {
+                "evil".to_owned()
+            } else {
+                format!("fake{}", i - 1)
+            };
+            let next = format!("fake{}", i + 1);
+            let u = update(
+                &format!("fake{i}"),
+                &format!("id{i}"),
+                5,
+                1,
+                &[(&prev, 1.0), (&next, 1.0)],
+            );
             let outcome = t.handle_update(&u, now);
             if outcome.dropped == Some("too many known nodes") {
                 assert!(!outcome.flood);
                 assert_eq!(outcome.new_node, None);
+                assert!(outcome.evicted.is_empty());
                 refused += 1;
             }
         }
+        refused
+    }
+
+    #[test]
+    fn known_nodes_are_bounded() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let refused = fill_with_fakes(&mut t, 20_000, now);
         assert_eq!(t.node_count(), MAX_KNOWN_NODES);
         assert_eq!(t.known_connection_costs().len(), MAX_KNOWN_NODES);
-        assert_eq!(refused, 20_000 - (MAX_KNOWN_NODES - 1));
+        // a and evil take two places; every fake was reachable, so none was evicted.
+        assert_eq!(refused, 20_000 - (MAX_KNOWN_NODES - 2));
         // Known nodes still get through.
-        let u = update("fake0", "again", 5, 2, &[("a", 1.0)]);
+        let u = update("fake0", "again", 5, 2, &[("evil", 1.0), ("a", 1.0)]);
         assert!(t.handle_update(&u, now).flood);
+    }
+
+    /// A peer fills the table with fake nodes and goes away: the next real node to announce
+    /// itself evicts the fakes, now unreachable, and is admitted and routed. Peers we are
+    /// linked to stay, even those we have no update from.
+    #[test]
+    fn unreachable_nodes_make_room_for_a_new_one() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "b1", 5, 1, &[("a", 1.0)]), now);
+        fill_with_fakes(&mut t, MAX_KNOWN_NODES, now);
+        assert_eq!(t.node_count(), MAX_KNOWN_NODES);
+        t.link_up("quiet", 1.0);
+        assert_eq!(
+            t.node_count(),
+            MAX_KNOWN_NODES + 1,
+            "links bypass the bound"
+        );
+
+        // While evil is linked its fakes are reachable: a new node is refused, twice (the
+        // second time without a traversal, which this cannot see, but the outcome is the same).
+        for id in ["r1", "r2"] {
+            let outcome = t.handle_update(&update("real", id, 5, 1, &[("b", 1.0)]), now);
+            assert_eq!(outcome.dropped, Some("too many known nodes"));
+            assert!(outcome.evicted.is_empty());
+        }
+
+        t.link_down("evil");
+        t.handle_update(&update("b", "b2", 5, 2, &[("a", 1.0), ("real", 1.0)]), now);
+        let outcome = t.handle_update(&update("real", "r3", 5, 1, &[("b", 1.0)]), now);
+        assert_eq!(outcome.dropped, None);
+        assert!(outcome.flood);
+        assert!(outcome.topology_changed);
+        assert_eq!(outcome.new_node.as_deref(), Some("real"));
+        let evicted: BTreeSet<&str> = outcome.evicted.iter().map(String::as_str).collect();
+        assert_eq!(
+            evicted.len(),
+            MAX_KNOWN_NODES - 2,
+            "evil and every admitted fake"
+        );
+        assert!(evicted.contains("evil") && evicted.contains("fake0"));
+        for kept in ["a", "b", "quiet", "real"] {
+            assert!(!evicted.contains(kept), "{kept} was evicted");
+        }
+        let costs = t.known_connection_costs();
+        let names: Vec<&str> = costs.keys().map(String::as_str).collect();
+        assert_eq!(names, ["a", "b", "quiet", "real"]);
+        assert_eq!(t.listed_by, t.index_from_rows());
+        t.recompute();
+        assert_eq!(t.next_hop("real"), Some("b"));
+        assert_eq!(t.next_hop("quiet"), Some("quiet"));
+        assert_eq!(t.routes().len(), 3);
+
+        // What eviction gives up: a fake's epoch and sequence. Its old update under a new ID
+        // counts as news again (and takes a place: the table has room now).
+        let outcome = t.handle_update(&update("fake0", "replay", 5, 1, &[]), now);
+        assert_eq!(outcome.new_node.as_deref(), Some("fake0"));
+        // Update IDs are still remembered, so a verbatim replay is not.
+        let replay = update("fake1", "id1", 5, 1, &[("fake0", 1.0), ("fake2", 1.0)]);
+        assert_eq!(
+            t.handle_update(&replay, now).dropped,
+            Some("update already seen")
+        );
     }
 
     #[test]

@@ -573,6 +573,12 @@ impl NodeActor {
                 return;
             }
         }
+        // Evicted nodes were unreachable; forgetting their names keeps the hash table from
+        // filling up with a hostile peer's fakes (it would then refuse real nodes' names). A
+        // node that comes back is announced as new and learnt again.
+        for node in &outcome.evicted {
+            self.forget_name(node);
+        }
         if let Some(node) = outcome.new_node {
             self.learn_name(&node);
             self.request_flood();
@@ -604,6 +610,14 @@ impl NodeActor {
 
     fn learn_name(&mut self, name: &str) {
         self.learn_hashed_name(wire::node_hash(name), name);
+    }
+
+    fn forget_name(&mut self, name: &str) {
+        let hash = wire::node_hash(name);
+        // Only if the hash maps to this very name: the first name for a hash wins (spec §3.2).
+        if name != self.id && self.names.get(&hash).is_some_and(|known| **known == *name) {
+            self.names.remove(&hash);
+        }
     }
 
     fn learn_hashed_name(&mut self, hash: u64, name: &str) {
