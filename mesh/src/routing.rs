@@ -2,9 +2,11 @@
 //! numbers, seen-update suppression, shortest paths. Time is an argument; nothing here sleeps,
 //! spawns or touches a socket. `node::actor` drives it.
 
+use std::cell::OnceCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -12,7 +14,8 @@ use crate::wire::RoutingUpdate;
 
 /// How long an update ID is remembered for flood suppression.
 pub const SEEN_UPDATE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
-/// Most nodes the database will hold; updates introducing more are refused (hostile floods).
+/// Most nodes the database will hold. When it is full, an update introducing a new node first
+/// evicts the nodes we have no route to, and is refused if that frees no room (hostile floods).
 pub const MAX_KNOWN_NODES: usize = 10_000;
 /// Most connections one update may list.
 pub const MAX_CONNECTIONS_PER_UPDATE: usize = 10_000;
@@ -42,6 +45,9 @@ pub struct UpdateOutcome {
     pub duplicate: DuplicateAction,
     /// Why the update was dropped, if it was (for logs).
     pub dropped: Option<&'static str>,
+    /// Nodes forgotten to make room for the new one (the database was full and we had no
+    /// route to them): the caller may forget their names too.
+    pub evicted: Vec<String>,
 }
 
 impl UpdateOutcome {
@@ -66,6 +72,13 @@ pub enum DuplicateAction {
     WeAreDuplicate,
 }
 
+/// A name's index in [`RoutingTable::slots`]: every name the table refers to (nodes, and the
+/// neighbours their rows list) is stored once and referred to by this index everywhere else.
+type Id = u32;
+
+/// Our own slot: created first and never freed.
+const OWN: Id = 0;
+
 /// One row of the database. Go keeps the version (`knownNodeInfo`) and the costs
 /// (`knownConnectionCosts`) in separate maps; one map with an optional version gives the same
 /// observable behaviour: a peer whose row was created by `link_up` is routable at once but still
@@ -84,76 +97,90 @@ struct NodeEntry {
     listed: bool,
 }
 
-/// A node's reported links, sorted by neighbour name. Every node holds one row per node of the
-/// mesh, so rows are compact: a boxed slice, replaced whole by updates, where a `BTreeMap`
-/// allocates room for eleven links (about 370 bytes) however few it holds.
+/// A node's reported links, sorted by neighbour [`Id`]. Every node holds one row per node of
+/// the mesh, so rows are compact: a boxed slice of 16-byte links, replaced whole by updates.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Row(Box<[(Box<str>, f64)]>);
+struct Row(Box<[(Id, f64)]>);
 
 impl Row {
-    fn from_map(map: &BTreeMap<String, f64>) -> Self {
-        Self(map.iter().map(|(n, c)| (n.as_str().into(), *c)).collect())
+    fn iter(&self) -> impl Iterator<Item = (Id, f64)> + '_ {
+        self.0.iter().copied()
     }
 
-    fn to_map(&self) -> BTreeMap<String, f64> {
-        self.iter().map(|(n, c)| (n.to_owned(), c)).collect()
+    fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+        self.0.iter().map(|&(n, _)| n)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.0.iter().map(|(n, c)| (&**n, *c))
+    fn position(&self, id: Id) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |&(n, _)| n)
     }
 
-    fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(n, _)| &**n)
-    }
-
-    fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(n, _)| (**n).cmp(name))
-    }
-
-    fn insert(&mut self, name: &str, cost: f64) {
-        match self.position(name) {
+    fn insert(&mut self, id: Id, cost: f64) {
+        match self.position(id) {
             Ok(at) => self.0[at].1 = cost,
             Err(at) => {
                 let mut links = Vec::from(std::mem::take(&mut self.0));
-                links.insert(at, (name.into(), cost));
+                links.insert(at, (id, cost));
                 self.0 = links.into_boxed_slice();
             }
         }
     }
 
-    fn remove(&mut self, name: &str) {
-        if let Ok(at) = self.position(name) {
+    fn remove(&mut self, id: Id) {
+        if let Ok(at) = self.position(id) {
             let mut links = Vec::from(std::mem::take(&mut self.0));
             links.remove(at);
             self.0 = links.into_boxed_slice();
         }
     }
+}
 
-    /// Whether the row lists exactly `map` (`BTreeMap` equality: same names, same costs).
-    fn equals(&self, map: &BTreeMap<String, f64>) -> bool {
-        self.0.len() == map.len()
-            && self
-                .iter()
-                .zip(map)
-                .all(|((n, c), (map_n, map_c))| n == map_n && c == *map_c)
-    }
+/// Everything the table knows under one name. A slot lives while the name is a key of the
+/// database or is listed by some row (the two ways a name enters the table); then it is freed
+/// and its index reused.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Empty while the slot is free. Shared with the node's hash -> name table.
+    name: Arc<str>,
+    /// The node's row of the database, if the name is a key of it.
+    entry: Option<NodeEntry>,
+    /// The nodes whose rows list this name, sorted: every row read backwards, so that deleting
+    /// the edges towards a node visits only the rows that have one, not the whole database
+    /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
+    listed_by: Vec<Id>,
+    /// Next hop towards this node, as of the last recompute.
+    hop: Option<Id>,
 }
 
 /// The link-state database and the routing table computed from it.
+///
+/// Every node of a mesh holds the whole database, so its size per known node is multiplied by
+/// the mesh size on every node (5,000 nodes: 25 M entries in a process simulating them all).
+/// Names are therefore interned: each is stored once, in its [`Slot`], and rows, the reverse
+/// index and routes refer to it by a 4-byte [`Id`]. Heap bytes per known node of a table
+/// that learnt a 5,000-node AWX-like mesh (one update each, counted by a counting allocator):
+/// 495 with `String` keys everywhere (a map of nodes, rows of names, a map of name lists, a
+/// map of routes), 306 with interning, of which about 75 are the seen update IDs.
 #[derive(Debug)]
 pub struct RoutingTable {
     own_id: String,
     epoch: u64,
     sequence: u64,
-    /// Node -> row, our own row included (it holds our established links).
-    nodes: BTreeMap<String, NodeEntry>,
-    /// Neighbour -> the nodes whose rows list it: every row read backwards, so that deleting
-    /// the edges towards a node visits only the rows that have one, not the whole database
-    /// (which made every topology change O(known nodes), and a mesh's convergence O(N³)).
-    /// Sorted vectors: most nodes are listed by a handful of others, and a `BTreeSet` would
-    /// allocate room for eleven.
-    listed_by: HashMap<String, Vec<String>>,
+    /// By [`Id`]; [`OWN`] is us.
+    slots: Vec<Slot>,
+    /// The live ids sorted by name: name lookups by binary search, and name order for
+    /// [`recompute`](Self::recompute)'s tie-breaks and for listings. A new name costs a shift
+    /// of this vector (4 bytes per name), which happens once per name, not per update.
+    order: Vec<Id>,
+    /// Freed ids, reused first.
+    free: Vec<Id>,
+    /// Number of slots with an entry: the database's keys.
+    node_count: usize,
+    /// Number of slots with a route.
+    route_count: usize,
+    /// [`routes`](Self::routes) as a map, built on demand and dropped when the routes change,
+    /// so that a node whose routes nobody lists does not hold a second copy of them.
+    routes_cache: OnceCell<BTreeMap<String, String>>,
     /// Update IDs seen (see [`SeenKey`]).
     seen: HashSet<SeenKey>,
     /// The keys of `seen` in insertion order with when they were seen, so the oldest can be
@@ -161,34 +188,41 @@ pub struct RoutingTable {
     seen_order: VecDeque<(SeenKey, Instant)>,
     /// Keys the hash of over-long update IDs.
     seen_hasher: RandomState,
-    /// Destination -> next hop, as of the last recompute.
-    routes: BTreeMap<String, String>,
+    /// Set when an eviction found every node reachable; cleared by any change of the edges.
+    /// While set, a full table refuses new nodes without walking the graph again, so a peer
+    /// that keeps announcing new nodes into a full table of reachable ones costs a lookup
+    /// per update, not a traversal.
+    eviction_futile: bool,
 }
 
 impl RoutingTable {
     /// An empty table for node `own_id` in incarnation `epoch`.
     pub fn new(own_id: impl Into<String>, epoch: u64) -> Self {
         let own_id = own_id.into();
-        let mut nodes = BTreeMap::new();
         // Our row exists from the start so the database (and `status`) always shows us.
-        nodes.insert(
-            own_id.clone(),
-            NodeEntry {
+        let own = Slot {
+            name: own_id.as_str().into(),
+            entry: Some(NodeEntry {
                 version: None,
                 connections: Some(Row::default()),
                 listed: true,
-            },
-        );
+            }),
+            ..Slot::default()
+        };
         Self {
             own_id,
             epoch,
             sequence: 0,
-            nodes,
-            listed_by: HashMap::new(),
+            slots: vec![own],
+            order: vec![OWN],
+            free: Vec::new(),
+            node_count: 1,
+            route_count: 0,
+            routes_cache: OnceCell::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             seen_hasher: RandomState::new(),
-            routes: BTreeMap::new(),
+            eviction_futile: false,
         }
     }
 
@@ -212,17 +246,18 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
+        self.eviction_futile = false;
+        let peer = self.intern(peer);
         self.own_row_mut().insert(peer, cost);
         // The peer becomes a key at once, as in Go, so it is routable before its first update.
-        let entry = self.nodes.entry(peer.to_owned()).or_default();
+        let entry = self.entry_or_default(peer);
         entry.listed = true;
         entry
             .connections
             .get_or_insert_with(Row::default)
-            .insert(&self.own_id, cost);
-        let own_id = self.own_id.clone();
-        self.index_edge(&own_id, peer);
-        self.index_edge(peer, &own_id);
+            .insert(OWN, cost);
+        self.index_edge(OWN, peer);
+        self.index_edge(peer, OWN);
     }
 
     /// The link to `peer` is gone: removes both directions of the edge.
@@ -230,26 +265,26 @@ impl RoutingTable {
         if peer == self.own_id {
             return;
         }
+        self.eviction_futile = false;
+        let Some(peer) = self.lookup(peer) else {
+            // Neither a key nor listed by anyone: in particular not in our row.
+            return;
+        };
         self.own_row_mut().remove(peer);
-        if let Some(row) = self
-            .nodes
-            .get_mut(peer)
+        if let Some(row) = self.slots[peer as usize]
+            .entry
+            .as_mut()
             .and_then(|entry| entry.connections.as_mut())
         {
-            row.remove(&self.own_id);
+            row.remove(OWN);
         }
-        let own_id = self.own_id.clone();
-        self.unindex_edge(&own_id, peer);
-        self.unindex_edge(peer, &own_id);
+        self.unindex_edge(OWN, peer);
+        self.unindex_edge(peer, OWN);
     }
 
     /// Our established links and their costs.
     pub fn links(&self) -> BTreeMap<String, f64> {
-        self.nodes
-            .get(&self.own_id)
-            .and_then(|entry| entry.connections.as_ref())
-            .map(Row::to_map)
-            .unwrap_or_default()
+        self.row_map(OWN).unwrap_or_default()
     }
 
     /// Builds our next update: increments the sequence, lists our established links
@@ -305,7 +340,7 @@ impl RoutingTable {
 
         // Step 4: a duplicate notification only re-versions the node; the link-state stays.
         if update.suspected_duplicate != 0 {
-            if let Some(entry) = self.nodes.get_mut(&update.node_id)
+            if let Some(entry) = self.entry_mut(&update.node_id)
                 && let Some((epoch, _)) = entry.version
                 && epoch == update.suspected_duplicate
             {
@@ -319,7 +354,9 @@ impl RoutingTable {
 
         // Step 5.
         let mut outcome = UpdateOutcome::default();
-        match self.nodes.get(&update.node_id).and_then(|e| e.version) {
+        let known = self.lookup(&update.node_id);
+        let entry = known.and_then(|id| self.slots[id as usize].entry.as_ref());
+        match entry.and_then(|e| e.version) {
             Some((epoch, sequence)) => {
                 if update.update_epoch < epoch
                     || (update.update_epoch == epoch && update.update_sequence <= sequence)
@@ -328,31 +365,50 @@ impl RoutingTable {
                 }
             }
             None => {
-                if !self.nodes.contains_key(&update.node_id) && self.nodes.len() >= MAX_KNOWN_NODES
-                {
-                    return UpdateOutcome::dropped("too many known nodes");
+                if entry.is_none() && self.node_count >= MAX_KNOWN_NODES {
+                    outcome.evicted = self.evict_unreachable();
+                    if self.node_count >= MAX_KNOWN_NODES {
+                        return UpdateOutcome::dropped("too many known nodes");
+                    }
+                    // The database shown by `status` shrank, though no route changed.
+                    outcome.topology_changed = true;
                 }
                 outcome.new_node = Some(update.node_id.clone());
             }
         }
-        let entry = self.nodes.entry(update.node_id.clone()).or_default();
-        entry.version = Some((update.update_epoch, update.update_sequence));
-        let unchanged = match (&entry.connections, &update.connections) {
-            (None, None) => true,
-            (Some(row), Some(map)) => row.equals(map),
-            _ => false,
-        };
+        // Eviction may have freed the node's slot (a name only listed by evicted rows).
+        let node = self.intern(&update.node_id);
+        let unchanged = {
+            let entry = self.entry_or_default(node);
+            entry.version = Some((update.update_epoch, update.update_sequence));
+            entry.connections.as_ref().map(|row| row.0.len())
+                == update.connections.as_ref().map(BTreeMap::len)
+        } && self.row_equals(node, update.connections.as_ref());
         if !unchanged {
-            let new = update.connections.as_ref().map(Row::from_map);
+            self.eviction_futile = false;
+            let new = update.connections.as_ref().map(|map| {
+                let mut links: Vec<(Id, f64)> = map
+                    .iter()
+                    .map(|(name, cost)| (self.intern(name), *cost))
+                    .collect();
+                links.sort_unstable_by_key(|&(id, _)| id);
+                Row(links.into_boxed_slice())
+            });
+            let entry = self.entry_or_default(node);
             let old = std::mem::replace(&mut entry.connections, new);
             entry.listed = true;
-            for neighbour in old.iter().flat_map(Row::names) {
-                self.unindex_edge(&update.node_id, neighbour);
+            // Index the new edges before dropping the old ones, so that a name on both rows
+            // is never left without a lister (which would free its slot under the new row).
+            let new_ids: Vec<Id> = self.row_ids(node);
+            for &neighbour in &new_ids {
+                self.index_edge(node, neighbour);
             }
-            for neighbour in update.connections.iter().flat_map(BTreeMap::keys) {
-                self.index_edge(&update.node_id, neighbour);
+            for neighbour in old.iter().flat_map(Row::ids) {
+                if new_ids.binary_search(&neighbour).is_err() {
+                    self.unindex_edge(node, neighbour);
+                }
             }
-            self.remove_edges_not_confirmed(&update.node_id, update.connections.as_ref());
+            self.remove_edges_not_confirmed(node, update.connections.as_ref());
             outcome.topology_changed = true;
         }
 
@@ -377,34 +433,51 @@ impl RoutingTable {
     pub fn recompute(&mut self) {
         // Nodes are indexed in name order so that comparing indices compares names: ties
         // between equal-cost paths go to the lexicographically smallest next hop.
-        let listed: Vec<(&String, &NodeEntry)> = self
-            .nodes
+        let listed: Vec<Id> = self
+            .order
             .iter()
-            .filter(|(_, entry)| entry.listed)
+            .copied()
+            .filter(|&id| {
+                self.slots[id as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.listed)
+            })
             .collect();
-        let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
-        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let Some(&own) = index.get(self.own_id.as_str()) else {
-            self.routes.clear();
+        let mut index = vec![usize::MAX; self.slots.len()];
+        for (i, &id) in listed.iter().enumerate() {
+            index[id as usize] = i;
+        }
+        for slot in &mut self.slots {
+            slot.hop = None;
+        }
+        self.route_count = 0;
+        self.routes_cache.take();
+        let own = index[OWN as usize];
+        if own == usize::MAX {
             return;
-        };
+        }
         let edges: Vec<Vec<(usize, f64)>> = listed
             .iter()
-            .map(|(_, entry)| {
-                entry
-                    .connections
+            .map(|&id| {
+                self.slots[id as usize]
+                    .entry
                     .iter()
+                    .flat_map(|e| e.connections.iter())
                     .flat_map(Row::iter)
                     // Only keys of the database are destinations.
-                    .filter_map(|(neighbour, cost)| index.get(neighbour).map(|&i| (i, cost)))
+                    .filter_map(|(neighbour, cost)| {
+                        let i = index[neighbour as usize];
+                        (i != usize::MAX).then_some((i, cost))
+                    })
                     .collect()
             })
             .collect();
 
         // Label per node: (cost, next hop). A node is finalised when popped and never revisited,
         // which bounds the work even when float sums absorb small costs (1e308 + 1 == 1e308).
-        let mut label: Vec<Option<(f64, usize)>> = vec![None; names.len()];
-        let mut done = vec![false; names.len()];
+        let mut label: Vec<Option<(f64, usize)>> = vec![None; listed.len()];
+        let mut done = vec![false; listed.len()];
         let mut heap = BinaryHeap::new();
         done[own] = true;
         for &(v, cost) in &edges[own] {
@@ -433,54 +506,216 @@ impl RoutingTable {
             }
         }
 
-        self.routes = label
-            .iter()
-            .enumerate()
-            .filter_map(|(node, l)| {
-                l.map(|(_, hop)| (names[node].to_owned(), names[hop].to_owned()))
-            })
-            .collect();
+        for (node, l) in label.iter().enumerate() {
+            if let Some((_, hop)) = l {
+                self.slots[listed[node] as usize].hop = Some(listed[*hop]);
+                self.route_count += 1;
+            }
+        }
     }
 
     /// Next hop towards `dest` (as of the last [`recompute`](Self::recompute)).
     pub fn next_hop(&self, dest: &str) -> Option<&str> {
-        self.routes.get(dest).map(String::as_str)
+        let hop = self.slots[self.lookup(dest)? as usize].hop?;
+        Some(&self.slots[hop as usize].name)
     }
 
     /// Destination -> next hop, as of the last recompute.
     pub fn routes(&self) -> &BTreeMap<String, String> {
-        &self.routes
+        self.routes_cache.get_or_init(|| self.route_map())
+    }
+
+    /// Destination -> next hop, as of the last recompute: a fresh copy, which (unlike
+    /// [`routes`](Self::routes)) the table does not keep.
+    pub fn route_map(&self) -> BTreeMap<String, String> {
+        self.slots
+            .iter()
+            .filter_map(|slot| {
+                let hop = slot.hop?;
+                Some((slot.name.to_string(), self.name(hop).to_owned()))
+            })
+            .collect()
+    }
+
+    /// Number of destinations with a route, as of the last recompute.
+    pub fn route_count(&self) -> usize {
+        self.route_count
     }
 
     /// Node -> (neighbour -> cost): the whole link-state database.
     pub fn known_connection_costs(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
-        self.nodes
+        self.order
             .iter()
-            .filter(|(_, entry)| entry.listed)
-            .map(|(node, entry)| {
-                let row = entry.connections.as_ref().map(Row::to_map);
-                (node.clone(), row.unwrap_or_default())
+            .filter(|&&id| {
+                self.slots[id as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.listed)
+            })
+            .map(|&id| {
+                (
+                    self.name(id).to_owned(),
+                    self.row_map(id).unwrap_or_default(),
+                )
             })
             .collect()
     }
 
     /// Whether `node` has ever had an update accepted (or is us).
     pub fn is_known(&self, node: &str) -> bool {
-        node == self.own_id || self.nodes.get(node).is_some_and(|e| e.version.is_some())
+        node == self.own_id || self.entry(node).is_some_and(|e| e.version.is_some())
     }
 
     /// Number of nodes in the database, us included.
     pub fn node_count(&self) -> usize {
-        self.nodes.len()
+        self.node_count
+    }
+
+    /// The table's copy of `name`, if it refers to it (as a node or a listed neighbour), for
+    /// callers that keep names per node too and would otherwise hold a copy of each.
+    pub fn shared_name(&self, name: &str) -> Option<Arc<str>> {
+        self.lookup(name)
+            .map(|id| Arc::clone(&self.slots[id as usize].name))
+    }
+
+    // === names ===
+
+    fn name(&self, id: Id) -> &str {
+        &self.slots[id as usize].name
+    }
+
+    fn lookup(&self, name: &str) -> Option<Id> {
+        self.order
+            .binary_search_by(|&id| (*self.slots[id as usize].name).cmp(name))
+            .ok()
+            .map(|at| self.order[at])
+    }
+
+    /// The id of `name`, allocating a slot if it has none. A new slot must get an entry or a
+    /// lister before the next call that may free slots, or it leaks until the name is used.
+    fn intern(&mut self, name: &str) -> Id {
+        let at = match self
+            .order
+            .binary_search_by(|&id| (*self.slots[id as usize].name).cmp(name))
+        {
+            Ok(at) => return self.order[at],
+            Err(at) => at,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize].name = name.into();
+                id
+            }
+            None => {
+                // At most MAX_KNOWN_NODES keys plus the names their rows list (each row bounded
+                // by MAX_CONNECTIONS_PER_UPDATE), far below u32::MAX.
+                let id = Id::try_from(self.slots.len()).unwrap_or(Id::MAX);
+                grow_by_an_eighth(&mut self.slots);
+                self.slots.push(Slot {
+                    name: name.into(),
+                    ..Slot::default()
+                });
+                id
+            }
+        };
+        grow_by_an_eighth(&mut self.order);
+        self.order.insert(at, id);
+        id
+    }
+
+    /// Frees `id`'s slot if nothing refers to it any more (and it is not free already).
+    fn release_if_unused(&mut self, id: Id) {
+        let slot = &self.slots[id as usize];
+        if id == OWN || slot.entry.is_some() || !slot.listed_by.is_empty() {
+            return;
+        }
+        // A free slot is not in `order`: this is what keeps a slot from being freed twice
+        // (an evicted node whose last lister was evicted before it).
+        let Ok(at) = self
+            .order
+            .binary_search_by(|&other| (*self.slots[other as usize].name).cmp(&slot.name))
+        else {
+            return;
+        };
+        if self.order[at] != id {
+            return;
+        }
+        self.order.remove(at);
+        let slot = &mut self.slots[id as usize];
+        slot.name = Arc::default();
+        if slot.hop.take().is_some() {
+            self.route_count -= 1;
+            self.routes_cache.take();
+        }
+        self.free.push(id);
+    }
+
+    // === rows ===
+
+    fn entry(&self, name: &str) -> Option<&NodeEntry> {
+        self.slots[self.lookup(name)? as usize].entry.as_ref()
+    }
+
+    fn entry_mut(&mut self, name: &str) -> Option<&mut NodeEntry> {
+        let id = self.lookup(name)?;
+        self.slots[id as usize].entry.as_mut()
+    }
+
+    fn entry_or_default(&mut self, id: Id) -> &mut NodeEntry {
+        let slot = &mut self.slots[id as usize];
+        if slot.entry.is_none() {
+            self.node_count += 1;
+        }
+        slot.entry.get_or_insert_with(NodeEntry::default)
     }
 
     fn own_row_mut(&mut self) -> &mut Row {
-        self.nodes
-            .entry(self.own_id.clone())
-            .or_default()
+        self.entry_or_default(OWN)
             .connections
             .get_or_insert_with(Row::default)
     }
+
+    fn row_ids(&self, id: Id) -> Vec<Id> {
+        self.slots[id as usize]
+            .entry
+            .iter()
+            .flat_map(|e| e.connections.iter())
+            .flat_map(Row::ids)
+            .collect()
+    }
+
+    fn row_map(&self, id: Id) -> Option<BTreeMap<String, f64>> {
+        let row = self.slots[id as usize]
+            .entry
+            .as_ref()?
+            .connections
+            .as_ref()?;
+        Some(
+            row.iter()
+                .map(|(n, c)| (self.name(n).to_owned(), c))
+                .collect(),
+        )
+    }
+
+    /// Whether `id`'s row lists exactly `map` (`BTreeMap` equality: same names, same costs);
+    /// `None` is Go's nil map, which equals only itself. Lengths are compared by the caller.
+    fn row_equals(&self, id: Id, map: Option<&BTreeMap<String, f64>>) -> bool {
+        let row = self.slots[id as usize]
+            .entry
+            .as_ref()
+            .and_then(|e| e.connections.as_ref());
+        match (row, map) {
+            (None, None) => true,
+            (Some(row), Some(map)) => map.iter().all(|(name, cost)| {
+                self.lookup(name)
+                    .and_then(|n| row.position(n).ok())
+                    .is_some_and(|at| row.0[at].1 == *cost)
+            }),
+            _ => false,
+        }
+    }
+
+    // === seen update IDs ===
 
     fn seen_key(&self, update_id: &str) -> SeenKey {
         let bytes = update_id.as_bytes();
@@ -510,34 +745,115 @@ impl RoutingTable {
         self.seen_order.push_back((key, now));
     }
 
+    // === edges ===
+
+    /// Forgets every node we have no route to (never us, never a peer we are linked to) and
+    /// returns their names. Called only when the database is full and a new node announces
+    /// itself: without it, a peer that filled the table with fake nodes would lock out every
+    /// real node until a restart, even after the peer is gone.
+    ///
+    /// The cost is what §4.7 keeps for life: an evicted node's `(epoch, sequence)`. A replay of
+    /// one of its old updates is then taken as news once its update ID has left the seen set
+    /// (an hour, or [`MAX_SEEN_UPDATES`] IDs later), installing an old row until the node's
+    /// next update (every node floods one every 10 s) replaces it. The node was unreachable,
+    /// so its row routed nothing; and a full table is an abnormal state, so a mesh within the
+    /// bound behaves exactly as Go's. Rows of the remaining nodes that list an evicted node
+    /// keep that edge: they are those nodes' reports, as for any name not in the database.
+    fn evict_unreachable(&mut self) -> Vec<String> {
+        if self.eviction_futile {
+            return Vec::new();
+        }
+        let reachable = self.reachable();
+        let own_links = self.row_ids(OWN);
+        let doomed: Vec<Id> = (0..self.slots.len())
+            .filter_map(|i| Id::try_from(i).ok())
+            .filter(|&id| {
+                id != OWN
+                    && self.slots[id as usize].entry.is_some()
+                    && !reachable[id as usize]
+                    && own_links.binary_search(&id).is_err()
+            })
+            .collect();
+        self.eviction_futile = doomed.is_empty();
+        if doomed.is_empty() {
+            return Vec::new();
+        }
+        let names = doomed.iter().map(|&id| self.name(id).to_owned()).collect();
+        let mut is_doomed = vec![false; self.slots.len()];
+        for &id in &doomed {
+            is_doomed[id as usize] = true;
+        }
+        // Routes are as of the last recompute: routes to an evicted node, or through one (a
+        // stale route whose first hop has gone), must not outlive it until the next one.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot
+                .hop
+                .is_some_and(|hop| is_doomed[hop as usize] || is_doomed[i])
+            {
+                slot.hop = None;
+                self.route_count -= 1;
+            }
+        }
+        self.routes_cache.take();
+        for &id in &doomed {
+            if let Some(entry) = self.slots[id as usize].entry.take() {
+                self.node_count -= 1;
+                for neighbour in entry.connections.iter().flat_map(Row::ids) {
+                    self.unindex_edge(id, neighbour);
+                }
+            }
+        }
+        for &id in &doomed {
+            self.release_if_unused(id);
+        }
+        names
+    }
+
+    /// By [`Id`]: whether the node has a path from us over the edges
+    /// [`recompute`](Self::recompute) uses (rows of listed nodes, towards listed nodes).
+    fn reachable(&self) -> Vec<bool> {
+        let mut reached = vec![false; self.slots.len()];
+        reached[OWN as usize] = true;
+        let mut frontier = vec![OWN];
+        while let Some(node) = frontier.pop() {
+            let Some(row) = self.slots[node as usize]
+                .entry
+                .as_ref()
+                .and_then(|e| e.connections.as_ref())
+            else {
+                continue;
+            };
+            for neighbour in row.ids() {
+                let listed = self.slots[neighbour as usize]
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.listed);
+                if listed && !reached[neighbour as usize] {
+                    reached[neighbour as usize] = true;
+                    frontier.push(neighbour);
+                }
+            }
+        }
+        reached
+    }
+
     /// Deletes every other node's edge to `node` unless `node` lists that node too, which keeps
     /// links symmetric: a node that no longer reports a link makes the far end's stale report
     /// unusable. Our own links are ours to manage (`link_up`/`link_down`).
     fn remove_edges_not_confirmed(
         &mut self,
-        node: &str,
+        node: Id,
         connections: Option<&BTreeMap<String, f64>>,
     ) {
-        let Some(listing) = self.listed_by.get_mut(node) else {
-            return;
-        };
-        let own_id = &self.own_id;
-        let mut unconfirmed = Vec::new();
-        listing.retain(|other| {
-            let confirmed =
-                other == own_id || connections.is_some_and(|c| c.contains_key(other.as_str()));
-            if !confirmed {
-                unconfirmed.push(other.clone());
-            }
-            confirmed
+        let listing = std::mem::take(&mut self.slots[node as usize].listed_by);
+        let (kept, unconfirmed): (Vec<Id>, Vec<Id>) = listing.into_iter().partition(|&other| {
+            other == OWN || connections.is_some_and(|c| c.contains_key(self.name(other)))
         });
-        if listing.is_empty() {
-            self.listed_by.remove(node);
-        }
+        self.slots[node as usize].listed_by = kept;
         for other in unconfirmed {
-            if let Some(row) = self
-                .nodes
-                .get_mut(&other)
+            if let Some(row) = self.slots[other as usize]
+                .entry
+                .as_mut()
                 .and_then(|entry| entry.connections.as_mut())
             {
                 row.remove(node);
@@ -546,26 +862,35 @@ impl RoutingTable {
     }
 
     /// Records that `from`'s row lists `to`.
-    fn index_edge(&mut self, from: &str, to: &str) {
-        if let Some(listing) = self.listed_by.get_mut(to) {
-            if let Err(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
-                listing.insert(at, from.to_owned());
-            }
-        } else {
-            self.listed_by.insert(to.to_owned(), vec![from.to_owned()]);
+    fn index_edge(&mut self, from: Id, to: Id) {
+        let listing = &mut self.slots[to as usize].listed_by;
+        if let Err(at) = listing.binary_search(&from) {
+            listing.insert(at, from);
         }
     }
 
-    /// Records that `from`'s row no longer lists `to`.
-    fn unindex_edge(&mut self, from: &str, to: &str) {
-        if let Some(listing) = self.listed_by.get_mut(to) {
-            if let Ok(at) = listing.binary_search_by(|n| n.as_str().cmp(from)) {
-                listing.remove(at);
-            }
+    /// Records that `from`'s row no longer lists `to`, freeing `to`'s slot if that was all
+    /// that kept it.
+    fn unindex_edge(&mut self, from: Id, to: Id) {
+        let listing = &mut self.slots[to as usize].listed_by;
+        if let Ok(at) = listing.binary_search(&from) {
+            listing.remove(at);
             if listing.is_empty() {
-                self.listed_by.remove(to);
+                // Give back the allocation too: most names are listed by a handful of rows.
+                *listing = Vec::new();
+                self.release_if_unused(to);
             }
         }
+    }
+}
+
+/// Makes room for one more element of `v`, growing it by an eighth rather than doubling it:
+/// every node holds one slot per node of the mesh, and a doubled vector is up to half empty
+/// (at 5,000 nodes, 8,192 slots of which 3,192 unused, on every node). Still geometric, so
+/// pushes stay amortised O(1).
+fn grow_by_an_eighth<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(16));
     }
 }
 
@@ -671,7 +996,7 @@ fn relax(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeSet, HashMap};
     use std::time::Duration;
 
     use super::*;
@@ -823,21 +1148,90 @@ mod tests {
             self.seen.contains(&self.seen_key(update_id))
         }
 
+        /// The reverse index, by name.
+        fn index_by_name(&self) -> HashMap<String, Vec<String>> {
+            self.order
+                .iter()
+                .map(|&id| &self.slots[id as usize])
+                .filter(|slot| !slot.listed_by.is_empty())
+                .map(|slot| {
+                    let mut listers: Vec<String> = slot
+                        .listed_by
+                        .iter()
+                        .map(|&n| self.name(n).to_owned())
+                        .collect();
+                    listers.sort();
+                    (slot.name.to_string(), listers)
+                })
+                .collect()
+        }
+
         /// The reverse index, rebuilt from the rows.
         fn index_from_rows(&self) -> HashMap<String, Vec<String>> {
             let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
-            for (node, entry) in &self.nodes {
-                for neighbour in entry.connections.iter().flat_map(Row::names) {
-                    index
-                        .entry(neighbour.to_owned())
-                        .or_default()
-                        .insert(node.clone());
+            for (node, row) in self.rows() {
+                for neighbour in row.into_keys() {
+                    index.entry(neighbour).or_default().insert(node.clone());
                 }
             }
             index
                 .into_iter()
                 .map(|(n, set)| (n, set.into_iter().collect()))
                 .collect()
+        }
+
+        /// Every row of the database by name, `null` ones and unlisted nodes' included.
+        fn rows(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
+            self.order
+                .iter()
+                .filter_map(|&id| Some((self.name(id).to_owned(), self.row_map(id)?)))
+                .collect()
+        }
+
+        /// The version of a node of the database.
+        fn version(&self, node: &str) -> Option<(u64, u64)> {
+            self.entry(node).expect("node in the database").version
+        }
+
+        /// The interning invariants: `order` holds exactly the live slots, by name; a slot
+        /// is live while it is a key or listed; counts match.
+        fn check_slots(&self) {
+            let names: Vec<&str> = self.order.iter().map(|&id| self.name(id)).collect();
+            assert!(names.windows(2).all(|w| w[0] < w[1]), "order not sorted");
+            let live: BTreeSet<Id> = self.order.iter().copied().collect();
+            let free: BTreeSet<Id> = self.free.iter().copied().collect();
+            assert_eq!(free.len(), self.free.len(), "an id freed twice");
+            assert_eq!(live.len() + free.len(), self.slots.len());
+            assert!(live.is_disjoint(&free));
+            for (i, slot) in self.slots.iter().enumerate() {
+                let id = Id::try_from(i).expect("small");
+                if live.contains(&id) {
+                    assert!(
+                        id == OWN || slot.entry.is_some() || !slot.listed_by.is_empty(),
+                        "slot {} kept alive by nothing",
+                        slot.name
+                    );
+                } else {
+                    assert!(slot.entry.is_none() && slot.listed_by.is_empty());
+                    assert!(slot.hop.is_none());
+                }
+                if let Some(hop) = slot.hop {
+                    assert!(live.contains(&hop), "route through a freed slot");
+                }
+                for n in slot
+                    .entry
+                    .iter()
+                    .flat_map(|e| e.connections.iter())
+                    .flat_map(Row::ids)
+                {
+                    assert!(live.contains(&n), "row lists a freed slot");
+                }
+            }
+            let keys = self.slots.iter().filter(|s| s.entry.is_some()).count();
+            assert_eq!(keys, self.node_count);
+            let routes = self.slots.iter().filter(|s| s.hop.is_some()).count();
+            assert_eq!(routes, self.route_count);
+            assert_eq!(self.route_map().len(), routes);
         }
     }
 
@@ -927,7 +1321,8 @@ mod tests {
                 .map(|(n, row)| (n.clone(), row.clone().unwrap_or_default()))
                 .collect();
             assert_eq!(t.known_connection_costs(), plain_costs, "step {step}");
-            assert_eq!(t.listed_by, t.index_from_rows(), "step {step}");
+            assert_eq!(t.index_by_name(), t.index_from_rows(), "step {step}");
+            t.check_slots();
         }
     }
 
@@ -1064,7 +1459,7 @@ mod tests {
         assert!(outcome.flood);
         assert!(outcome.topology_changed);
         assert_eq!(outcome.new_node, None);
-        assert_eq!(t.nodes["x"].version, Some((new, 1)));
+        assert_eq!(t.version("x"), Some((new, 1)));
 
         let before = t.known_connection_costs();
         for (id, epoch, seq) in [("i3", old, 6), ("i4", new, 1), ("i5", new, 0)] {
@@ -1073,13 +1468,13 @@ mod tests {
             assert_eq!(outcome.dropped, Some("stale update"), "{id}");
         }
         assert_eq!(t.known_connection_costs(), before);
-        assert_eq!(t.nodes["x"].version, Some((new, 1)));
+        assert_eq!(t.version("x"), Some((new, 1)));
 
         // Only the sequence moved: still flooded, but the topology is unchanged.
         let outcome = t.handle_update(&update("x", "i6", new, 2, &[("y", 1.0)]), now);
         assert!(outcome.flood);
         assert!(!outcome.topology_changed);
-        assert_eq!(t.nodes["x"].version, Some((new, 2)));
+        assert_eq!(t.version("x"), Some((new, 2)));
     }
 
     #[test]
@@ -1143,7 +1538,7 @@ mod tests {
         let outcome = b.handle_update(&accusation, now);
         assert!(outcome.flood);
         assert!(!outcome.topology_changed);
-        assert_eq!(b.nodes["x"].version, Some((old_epoch, 2)));
+        assert_eq!(b.version("x"), Some((old_epoch, 2)));
         assert_eq!(b.known_connection_costs(), links_before);
 
         // The flooded accusation reaches the new x, which must shut down.
@@ -1166,7 +1561,7 @@ mod tests {
         let outcome = t.handle_update(&u, now);
         assert!(outcome.flood);
         assert!(!outcome.topology_changed);
-        assert_eq!(t.nodes["x"].version, Some((50, 3)));
+        assert_eq!(t.version("x"), Some((50, 3)));
         assert_eq!(t.known_connection_costs()["x"], row(&[("y", 1.0)]));
 
         // Unknown node: nothing stored, still flooded.
@@ -1186,7 +1581,7 @@ mod tests {
         let second = t.handle_update(&update("x", "same", 5, 2, &[("y", 1.0)]), now);
         assert!(!second.flood);
         assert_eq!(second.dropped, Some("update already seen"));
-        assert_eq!(t.nodes["x"].version, Some((5, 1)));
+        assert_eq!(t.version("x"), Some((5, 1)));
     }
 
     #[test]
@@ -1367,7 +1762,7 @@ mod tests {
         }
         assert_eq!(t.known_connection_costs(), costs);
         assert_eq!(t.seen.len(), seen);
-        assert_eq!(t.nodes["b"].version, Some((5, 1)));
+        assert_eq!(t.version("b"), Some((5, 1)));
 
         // The limits themselves are allowed.
         let mut u = update(&"m".repeat(MAX_NAME_LEN), "max", 5, 1, &[]);
@@ -1379,26 +1774,124 @@ mod tests {
         assert!(t.handle_update(&u, now).flood);
     }
 
-    #[test]
-    fn known_nodes_are_bounded() {
-        let now = Instant::now();
-        let mut t = RoutingTable::new("a", 1);
+    /// Links `a` to a peer `evil` that announces `count` fake nodes in a chain
+    /// (evil - fake0 - fake1 - ...), so every admitted fake is reachable through evil.
+    /// Returns how many updates were refused as "too many known nodes".
+    fn fill_with_fakes(t: &mut RoutingTable, count: usize, now: Instant) -> usize {
+        t.link_up("evil", 1.0);
+        t.handle_update(
+            &update("evil", "evil", 5, 1, &[("a", 1.0), ("fake0", 1.0)]),
+            now,
+        );
         let mut refused = 0;
-        for i in 0..20_000 {
-            let u = update(&format!("fake{i}"), &format!("id{i}"), 5, 1, &[]);
+        for i in 0..count {
+            let prev = if i == 0 {
+                "evil".to_owned()
+            } else {
+                format!("fake{}", i - 1)
+            };
+            let next = format!("fake{}", i + 1);
+            let u = update(
+                &format!("fake{i}"),
+                &format!("id{i}"),
+                5,
+                1,
+                &[(&prev, 1.0), (&next, 1.0)],
+            );
             let outcome = t.handle_update(&u, now);
             if outcome.dropped == Some("too many known nodes") {
                 assert!(!outcome.flood);
                 assert_eq!(outcome.new_node, None);
+                assert!(outcome.evicted.is_empty());
                 refused += 1;
             }
         }
+        refused
+    }
+
+    #[test]
+    fn known_nodes_are_bounded() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        let refused = fill_with_fakes(&mut t, 20_000, now);
         assert_eq!(t.node_count(), MAX_KNOWN_NODES);
         assert_eq!(t.known_connection_costs().len(), MAX_KNOWN_NODES);
-        assert_eq!(refused, 20_000 - (MAX_KNOWN_NODES - 1));
+        // a and evil take two places; every fake was reachable, so none was evicted.
+        assert_eq!(refused, 20_000 - (MAX_KNOWN_NODES - 2));
         // Known nodes still get through.
-        let u = update("fake0", "again", 5, 2, &[("a", 1.0)]);
+        let u = update("fake0", "again", 5, 2, &[("evil", 1.0), ("a", 1.0)]);
         assert!(t.handle_update(&u, now).flood);
+    }
+
+    /// A peer fills the table with fake nodes and goes away: the next real node to announce
+    /// itself evicts the fakes, now unreachable, and is admitted and routed. Peers we are
+    /// linked to stay, even those we have no update from.
+    #[test]
+    fn unreachable_nodes_make_room_for_a_new_one() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new("a", 1);
+        t.link_up("b", 1.0);
+        t.handle_update(&update("b", "b1", 5, 1, &[("a", 1.0)]), now);
+        fill_with_fakes(&mut t, MAX_KNOWN_NODES, now);
+        assert_eq!(t.node_count(), MAX_KNOWN_NODES);
+        t.link_up("quiet", 1.0);
+        assert_eq!(
+            t.node_count(),
+            MAX_KNOWN_NODES + 1,
+            "links bypass the bound"
+        );
+        t.recompute();
+        assert_eq!(t.next_hop("fake0"), Some("evil"));
+
+        // While evil is linked its fakes are reachable: a new node is refused, twice (the
+        // second time without a traversal, which this cannot see, but the outcome is the same).
+        for id in ["r1", "r2"] {
+            let outcome = t.handle_update(&update("real", id, 5, 1, &[("b", 1.0)]), now);
+            assert_eq!(outcome.dropped, Some("too many known nodes"));
+            assert!(outcome.evicted.is_empty());
+        }
+
+        t.link_down("evil");
+        t.handle_update(&update("b", "b2", 5, 2, &[("a", 1.0), ("real", 1.0)]), now);
+        let outcome = t.handle_update(&update("real", "r3", 5, 1, &[("b", 1.0)]), now);
+        assert_eq!(outcome.dropped, None);
+        assert!(outcome.flood);
+        assert!(outcome.topology_changed);
+        assert_eq!(outcome.new_node.as_deref(), Some("real"));
+        let evicted: BTreeSet<&str> = outcome.evicted.iter().map(String::as_str).collect();
+        assert_eq!(
+            evicted.len(),
+            MAX_KNOWN_NODES - 2,
+            "evil and every admitted fake"
+        );
+        assert!(evicted.contains("evil") && evicted.contains("fake0"));
+        for kept in ["a", "b", "quiet", "real"] {
+            assert!(!evicted.contains(kept), "{kept} was evicted");
+        }
+        // Routes to the evicted nodes went with them, before any recompute.
+        assert_eq!(t.next_hop("fake0"), None);
+        assert_eq!(t.next_hop("evil"), None);
+        assert_eq!(t.next_hop("b"), Some("b"));
+        let costs = t.known_connection_costs();
+        let names: Vec<&str> = costs.keys().map(String::as_str).collect();
+        assert_eq!(names, ["a", "b", "quiet", "real"]);
+        assert_eq!(t.index_by_name(), t.index_from_rows());
+        t.check_slots();
+        t.recompute();
+        assert_eq!(t.next_hop("real"), Some("b"));
+        assert_eq!(t.next_hop("quiet"), Some("quiet"));
+        assert_eq!(t.routes().len(), 3);
+
+        // What eviction gives up: a fake's epoch and sequence. Its old update under a new ID
+        // counts as news again (and takes a place: the table has room now).
+        let outcome = t.handle_update(&update("fake0", "replay", 5, 1, &[]), now);
+        assert_eq!(outcome.new_node.as_deref(), Some("fake0"));
+        // Update IDs are still remembered, so a verbatim replay is not.
+        let replay = update("fake1", "id1", 5, 1, &[("fake0", 1.0), ("fake2", 1.0)]);
+        assert_eq!(
+            t.handle_update(&replay, now).dropped,
+            Some("update already seen")
+        );
     }
 
     #[test]

@@ -70,8 +70,9 @@ fn anon_kb() -> Result<u64> {
 /// A peer announcing 100,000 fake nodes (each listing the peer and the next fake, so all are
 /// reachable) fills the database of the node it is linked to, and of that node's neighbour,
 /// only up to [`MAX_KNOWN_NODES`]; memory stays bounded; and pings between the two honest
-/// nodes are answered while the flood goes on. Real time on purpose: a ping that waited for
-/// the flood to be processed would hit its 10 s timeout.
+/// nodes are answered while the flood goes on. Once the peer is gone, a new node is admitted
+/// and routed (the fakes, unreachable, are evicted). Real time on purpose: a ping that waited
+/// for the flood to be processed would hit its 10 s timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
     const FAKES: usize = 100_000;
@@ -201,5 +202,30 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
         second_round_mib < 16,
         "memory still grew by {second_round_mib} MiB over the second 100,000 updates"
     );
+
+    // The hostile peer is gone (`stop` ended its link). A well-behaved node joining behind b
+    // is new to a's full database: a evicts the fakes, unreachable now, admits it and routes
+    // to it.
+    let c = Node::spawn(NodeConfig::new("c"))?;
+    sim::link(&c, &b, &traffic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = a.ping("c", 30).await;
+        if matches!(&reply, Ok(reply) if reply.from == "c") {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("a never reached c after the flood: {reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = a.status().await?;
+    assert_eq!(status.routes.get("c").map(String::as_str), Some("b"));
+    let known: Vec<&str> = status
+        .known_connection_costs
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(known, ["a", "b", "c"], "the fakes were not evicted");
     Ok(())
 }

@@ -231,7 +231,7 @@ impl NodeActor {
         // Topology changes are rare next to messages: refresh the gauges here.
         self.metrics.connections.set_count(self.connections.len());
         self.metrics.sessions.set_count(self.peers.len());
-        self.metrics.routes.set_count(self.routing.routes().len());
+        self.metrics.routes.set_count(self.routing.route_count());
         self.metrics
             .known_nodes
             .set_count(self.routing.node_count());
@@ -258,9 +258,9 @@ impl NodeActor {
             );
             let _entered = span.enter();
             self.routing.recompute();
-            span.record("mesh.routes", self.routing.routes().len());
+            span.record("mesh.routes", self.routing.route_count());
             self.topology_changed();
-            tracing::debug!(routes = ?self.routing.routes(), "routing table recomputed");
+            tracing::debug!(routes = ?self.routing.route_map(), "routing table recomputed");
         }
         if self.next_flood <= now {
             self.next_flood = now + ROUTE_UPDATE_INTERVAL;
@@ -573,6 +573,12 @@ impl NodeActor {
                 return;
             }
         }
+        // Evicted nodes were unreachable; forgetting their names keeps the hash table from
+        // filling up with a hostile peer's fakes (it would then refuse real nodes' names). A
+        // node that comes back is announced as new and learnt again.
+        for node in &outcome.evicted {
+            self.forget_name(node);
+        }
         if let Some(node) = outcome.new_node {
             self.learn_name(&node);
             self.request_flood();
@@ -606,12 +612,25 @@ impl NodeActor {
         self.learn_hashed_name(wire::node_hash(name), name);
     }
 
+    fn forget_name(&mut self, name: &str) {
+        let hash = wire::node_hash(name);
+        // Only if the hash maps to this very name: the first name for a hash wins (spec §3.2).
+        if name != self.id && self.names.get(&hash).is_some_and(|known| **known == *name) {
+            self.names.remove(&hash);
+        }
+    }
+
     fn learn_hashed_name(&mut self, hash: u64, name: &str) {
         if self.names.len() >= MAX_NAMES {
             return;
         }
-        // The first name for a hash wins (spec §3.2).
-        self.names.entry(hash).or_insert_with(|| Arc::from(name));
+        // The first name for a hash wins (spec §3.2). The routing table's copy of the name is
+        // shared when it has one: this map holds a name per node of the mesh, as the table
+        // does, so a copy of its own would cost every node an allocation per known node.
+        let routing = &self.routing;
+        self.names
+            .entry(hash)
+            .or_insert_with(|| routing.shared_name(name).unwrap_or_else(|| Arc::from(name)));
     }
 
     // === data ===
@@ -974,7 +993,7 @@ impl NodeActor {
         Status {
             node_id: self.id.clone(),
             connections,
-            routes: self.routing.routes().clone(),
+            routes: self.routing.route_map(),
             known_connection_costs: self.routing.known_connection_costs(),
             advertisements,
         }
