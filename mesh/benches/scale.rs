@@ -11,7 +11,9 @@
 //! - one periodic round: routing messages in the next 10 s of virtual time (`--steady`);
 //! - memory per node: growth of the process's `RssAnon` from before the nodes started to
 //!   quiet, divided by N. Each run is a fresh child process (this binary with `--run-one`),
-//!   so no run reuses memory an earlier one freed.
+//!   so no run reuses memory an earlier one freed. Next to it, the live heap per node (bytes
+//!   allocated and not freed, counted by this binary's allocator): RssAnon also holds memory
+//!   the allocator keeps after the floods, so the two tell retention from real growth.
 //!
 //! Options (after `--`): `--nodes 100,1000` (default 100,1000), `--shapes line,star,random,awx`
 //! (default all), `--seed S` (random graph, default 1), `--steady` (also measure a periodic
@@ -27,6 +29,19 @@ use std::time::Instant as WallClock;
 
 use anyhow::{Context, Result};
 use sim::{Mesh, Shape};
+
+// Counts the bytes allocated and freed, for the live heap figure.
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Bytes allocated and not freed so far.
+fn live_heap() -> usize {
+    // A realloc is counted in these two as well (by the size difference).
+    let stats = ALLOCATOR.stats();
+    stats
+        .bytes_allocated
+        .saturating_sub(stats.bytes_deallocated)
+}
 
 struct Options {
     nodes: Vec<usize>,
@@ -101,6 +116,7 @@ struct Figures {
     cpu_quiet: Duration,
     steady_round: Option<u64>,
     anon_kb_per_node: f64,
+    heap_kb_per_node: f64,
 }
 
 // Wall time is measured with the real clock: tokio's is paused here.
@@ -108,6 +124,7 @@ struct Figures {
 async fn simulate(shape: &Shape, options: &Options) -> Result<Figures> {
     let (links, max_degree) = sim::degree_summary(shape);
     let anon_before = sim::rss_kb()?.1;
+    let heap_before = live_heap();
     let cpu_before = cpu_time()?;
     let wall = WallClock::now();
     let mesh = Mesh::start(shape)?;
@@ -121,6 +138,7 @@ async fn simulate(shape: &Shape, options: &Options) -> Result<Figures> {
     let wall_quiet = wall.elapsed();
     let cpu_quiet = cpu_time()? - cpu_before;
     let anon_after = sim::rss_kb()?.1;
+    let heap_after = live_heap();
     let steady_round = if options.steady {
         tokio::time::sleep(Duration::from_secs(10)).await;
         Some(mesh.traffic.snapshot().since(&quiet).routing_messages())
@@ -140,6 +158,7 @@ async fn simulate(shape: &Shape, options: &Options) -> Result<Figures> {
         cpu_quiet,
         steady_round,
         anon_kb_per_node: anon_after.saturating_sub(anon_before) as f64 / shape.len() as f64,
+        heap_kb_per_node: heap_after.saturating_sub(heap_before) as f64 / 1e3 / shape.len() as f64,
     })
 }
 
@@ -170,7 +189,7 @@ fn run_one(kind: &str, n: usize, options: &Options) -> Result<()> {
         .build()?;
     let f = runtime.block_on(simulate(&shape, options))?;
     println!(
-        "| {kind} | {n} | {} | {} | {:.1} s | {} | {} | {} | {:.1} | {} | {:.1} kB | {:.1} s | {:.1} s | {:.1} s |",
+        "| {kind} | {n} | {} | {} | {:.1} s | {} | {} | {} | {:.1} | {} | {:.1} kB | {:.1} kB | {:.1} s | {:.1} s | {:.1} s |",
         f.links,
         f.max_degree,
         f.converged.as_secs_f64(),
@@ -180,6 +199,7 @@ fn run_one(kind: &str, n: usize, options: &Options) -> Result<()> {
         f.bytes_to_quiet as f64 / 1e6,
         f.steady_round.map_or("-".to_owned(), |m| m.to_string()),
         f.anon_kb_per_node,
+        f.heap_kb_per_node,
         f.wall_converged.as_secs_f64(),
         f.wall_quiet.as_secs_f64(),
         f.cpu_quiet.as_secs_f64(),
@@ -196,9 +216,9 @@ fn main() -> Result<()> {
     println!(
         "| shape | nodes | links | max degree | converged (virtual) | routing msgs to converge | \
          routing msgs to quiet | per node | routing MB to quiet | 10 s round msgs | \
-         RssAnon per node | wall to converge | wall to quiet | CPU to quiet |"
+         RssAnon per node | live heap per node | wall to converge | wall to quiet | CPU to quiet |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let me = std::env::current_exe()?;
     for &n in &options.nodes {
         for kind in &options.shapes {

@@ -17,11 +17,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 pub mod memory;
@@ -35,6 +35,10 @@ pub const SESSION_QUEUE: usize = 256;
 const WRITE_BATCH: usize = 64;
 /// Bytes buffered for writing before the codec flushes on its own.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Largest write buffer a session keeps while it has nothing to send. A burst grows the buffer
+/// to [`WRITE_BUFFER`] and more; keeping that for the life of every link cost a mesh node
+/// ~64 KiB per peer at rest (measured in `benches/scale.rs`).
+const IDLE_WRITE_BUFFER: usize = 4 * 1024;
 /// Most sessions one listener serves at once.
 pub const MAX_SESSIONS_PER_LISTENER: usize = 1024;
 /// First redial delay after a failed dial or a lost session (spec §1.6).
@@ -304,10 +308,11 @@ where
         info,
     };
     let pump = async move {
-        let mut framed = Framed::new(stream, framing_codec());
+        let (read_half, write_half) = tokio::io::split(stream);
+        let mut stream = FramedRead::new(read_half, framing_codec());
+        let mut sink = FramedWrite::new(write_half, framing_codec());
         // Let a batch of QUIC-sized packets build up before the codec forces a write.
-        framed.set_backpressure_boundary(WRITE_BUFFER);
-        let (mut sink, mut stream) = framed.split();
+        sink.set_backpressure_boundary(WRITE_BUFFER);
         let reader = async {
             loop {
                 match stream.next().await {
@@ -350,12 +355,15 @@ where
                         next = out_rx.try_recv().ok();
                     }
                 }
-                if let Err(error) = sink.flush().await {
+                if let Err(error) = SinkExt::<Bytes>::flush(&mut sink).await {
                     tracing::debug!(%kind, %remote, %error, "session write failed");
                     return;
                 }
+                if out_rx.is_empty() && sink.write_buffer().capacity() > IDLE_WRITE_BUFFER {
+                    *sink.write_buffer_mut() = BytesMut::new();
+                }
             }
-            let _ = sink.close().await;
+            let _ = SinkExt::<Bytes>::close(&mut sink).await;
         };
         tokio::select! {
             biased;

@@ -4,8 +4,8 @@
 
 use std::cell::OnceCell;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -181,13 +181,8 @@ pub struct RoutingTable {
     /// [`routes`](Self::routes) as a map, built on demand and dropped when the routes change,
     /// so that a node whose routes nobody lists does not hold a second copy of them.
     routes_cache: OnceCell<BTreeMap<String, String>>,
-    /// Update IDs seen (see [`SeenKey`]).
-    seen: HashSet<SeenKey>,
-    /// The keys of `seen` in insertion order with when they were seen, so the oldest can be
-    /// evicted when the set is full.
-    seen_order: VecDeque<(SeenKey, Instant)>,
-    /// Keys the hash of over-long update IDs.
-    seen_hasher: RandomState,
+    /// Update IDs seen recently, for flood suppression.
+    seen: SeenUpdates,
     /// Set when an eviction found every node reachable; cleared by any change of the edges.
     /// While set, a full table refuses new nodes without walking the graph again, so a peer
     /// that keeps announcing new nodes into a full table of reachable ones costs a lookup
@@ -219,9 +214,7 @@ impl RoutingTable {
             node_count: 1,
             route_count: 0,
             routes_cache: OnceCell::new(),
-            seen: HashSet::new(),
-            seen_order: VecDeque::new(),
-            seen_hasher: RandomState::new(),
+            seen: SeenUpdates::default(),
             eviction_futile: false,
         }
     }
@@ -333,10 +326,10 @@ impl RoutingTable {
         }
 
         // Step 3.
-        if self.seen.contains(&self.seen_key(&update.update_id)) {
+        if self.seen.contains(&update.update_id) {
             return UpdateOutcome::dropped("update already seen");
         }
-        self.record_seen(&update.update_id, now);
+        self.seen.insert(&update.update_id, now);
 
         // Step 4: a duplicate notification only re-versions the node; the link-state stays.
         if update.suspected_duplicate != 0 {
@@ -417,16 +410,9 @@ impl RoutingTable {
         outcome
     }
 
-    /// Forgets update IDs older than [`SEEN_UPDATE_TTL`].
+    /// Forgets update IDs remembered for long enough (see [`SeenUpdates::purge`]).
     pub fn purge_seen(&mut self, now: Instant) {
-        let seen = &mut self.seen;
-        self.seen_order.retain(|(key, seen_at)| {
-            let keep = now.saturating_duration_since(*seen_at) <= SEEN_UPDATE_TTL;
-            if !keep {
-                seen.remove(key);
-            }
-            keep
-        });
+        self.seen.purge(now);
     }
 
     /// Recomputes shortest paths from us over the directed reported edges.
@@ -715,36 +701,6 @@ impl RoutingTable {
         }
     }
 
-    // === seen update IDs ===
-
-    fn seen_key(&self, update_id: &str) -> SeenKey {
-        let bytes = update_id.as_bytes();
-        match u8::try_from(bytes.len()) {
-            Ok(len) if len < 16 => {
-                let mut packed = [0; 16];
-                packed[..bytes.len()].copy_from_slice(bytes);
-                packed[15] = len;
-                SeenKey(u128::from_le_bytes(packed))
-            }
-            _ => SeenKey(u128::from(self.seen_hasher.hash_one(bytes)) | (0xFF << 120)),
-        }
-    }
-
-    fn record_seen(&mut self, update_id: &str, now: Instant) {
-        while self.seen.len() >= MAX_SEEN_UPDATES {
-            match self.seen_order.pop_front() {
-                Some((oldest, _)) => {
-                    self.seen.remove(&oldest);
-                }
-                // Unreachable while `seen_order` mirrors `seen`; stop rather than spin.
-                None => break,
-            }
-        }
-        let key = self.seen_key(update_id);
-        self.seen.insert(key);
-        self.seen_order.push_back((key, now));
-    }
-
     // === edges ===
 
     /// Forgets every node we have no route to (never us, never a peer we are linked to) and
@@ -925,13 +881,100 @@ pub fn validate_update(update: &RoutingUpdate) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// An update ID as a fixed-size key. IDs of up to 15 bytes (Go's are 8 characters) are kept
-/// exactly, with their length in the last byte; longer ones, which neither Go nor we send, by
-/// a keyed 64-bit hash marked with 0xFF there. The seen set of a large mesh holds up to
-/// [`MAX_SEEN_UPDATES`] IDs on every node, so this costs about 50 bytes an ID where two heap
-/// strings (the set and its eviction order) cost about 130.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct SeenKey(u128);
+/// The update IDs a node has seen, so that it floods each update once (spec §4.7 step 3).
+///
+/// A large mesh fills this: every node floods a new update every 10 s, so 5,000 nodes make
+/// 1.8 M IDs an hour, and the set sits at its [`MAX_SEEN_UPDATES`] bound on every node. It is
+/// therefore kept small per ID: each ID is stored as a keyed 64-bit hash in one of two hash
+/// sets, ~10 to 18 bytes an ID, where a set of exact keys plus a queue of (key, time) in
+/// insertion order cost 60 to 100 (6.4 MB per node at the bound, now about 1.2 MB). A false
+/// "seen" needs a hash collision with one of at most 100,000 remembered IDs (odds about 1 in
+/// 10^14 per update, and the key is secret, so a peer cannot aim for one); it would drop one
+/// update, which the origin's next periodic update repairs.
+///
+/// The two sets are generations: new IDs go to `current`; when `current` has existed for
+/// [`SEEN_UPDATE_TTL`] (checked at each purge) or holds half the bound, it becomes `previous`
+/// and the old `previous` is forgotten at once. So an ID is remembered for at least
+/// [`SEEN_UPDATE_TTL`] unless the bound is reached, and what the bound forgets is always older
+/// than everything kept. Go remembers IDs for 1 to 1.5 h; this keeps them 1 to about 3 h,
+/// which only suppresses replays for longer.
+#[derive(Debug, Default)]
+struct SeenUpdates {
+    hasher: RandomState,
+    current: SeenSet,
+    /// When the first ID of `current` was recorded.
+    current_since: Option<Instant>,
+    previous: SeenSet,
+}
+
+type SeenSet = HashSet<u64, BuildHasherDefault<PreHashed>>;
+
+impl SeenUpdates {
+    fn key(&self, update_id: &str) -> u64 {
+        self.hasher.hash_one(update_id.as_bytes())
+    }
+
+    fn contains(&self, update_id: &str) -> bool {
+        let key = self.key(update_id);
+        self.current.contains(&key) || self.previous.contains(&key)
+    }
+
+    fn insert(&mut self, update_id: &str, now: Instant) {
+        if self.current.len() >= MAX_SEEN_UPDATES / 2 {
+            self.rotate();
+        }
+        let key = self.key(update_id);
+        self.current.insert(key);
+        self.current_since.get_or_insert(now);
+    }
+
+    /// Starts a new generation if the current one is [`SEEN_UPDATE_TTL`] old.
+    fn purge(&mut self, now: Instant) {
+        if self
+            .current_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= SEEN_UPDATE_TTL)
+        {
+            self.rotate();
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+        self.current_since = None;
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The hasher of [`SeenSet`], whose keys are keyed hashes already: it passes a `u64` through.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `HashSet<u64>`; folded in FNV-1a style so the hasher stays correct if it
+        // ever is.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 /// A tentative label in the Dijkstra queue, ordered by cost, then next hop, then node.
 #[derive(Debug, Clone, Copy)]
@@ -996,7 +1039,7 @@ fn relax(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::{BTreeSet, HashMap, VecDeque};
     use std::time::Duration;
 
     use super::*;
@@ -1145,7 +1188,7 @@ mod tests {
 
     impl RoutingTable {
         fn remembers(&self, update_id: &str) -> bool {
-            self.seen.contains(&self.seen_key(update_id))
+            self.seen.contains(update_id)
         }
 
         /// The reverse index, by name.
@@ -1594,11 +1637,11 @@ mod tests {
             "abc\0",
             "ABC",
             "abcdefgh",
-            "abcdefghijklmno",   // 15 bytes: kept exactly
-            "abcdefghijklmnop",  // 16 bytes: hashed
-            "abcdefghijklmnopq", // 17 bytes: hashed
+            "abcdefghijklmno",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
         ];
-        let keys: BTreeSet<u128> = ids.iter().map(|id| t.seen_key(id).0).collect();
+        let keys: BTreeSet<u64> = ids.iter().map(|id| t.seen.key(id)).collect();
         assert_eq!(keys.len(), ids.len());
         for (seq, id) in (1..).zip(ids) {
             assert!(!t.remembers(id), "{id:?}");
@@ -1898,18 +1941,21 @@ mod tests {
     fn seen_set_is_bounded_oldest_first() {
         let now = Instant::now();
         let mut t = RoutingTable::new("a", 1);
-        let extra = 10;
-        for seq in 1..=(MAX_SEEN_UPDATES + extra) {
+        let total = MAX_SEEN_UPDATES + MAX_SEEN_UPDATES / 4;
+        for seq in 1..=total {
             let seq64 = u64::try_from(seq).expect("fits");
             t.handle_update(&update("x", &format!("s{seq}"), 5, seq64, &[]), now);
+            assert!(t.seen.len() <= MAX_SEEN_UPDATES);
         }
-        assert_eq!(t.seen.len(), MAX_SEEN_UPDATES);
-        assert_eq!(t.seen_order.len(), MAX_SEEN_UPDATES);
-        for seq in 1..=extra {
-            assert!(!t.remembers(&format!("s{seq}")));
-        }
-        assert!(t.remembers(&format!("s{}", extra + 1)));
-        assert!(t.remembers(&format!("s{}", MAX_SEEN_UPDATES + extra)));
+        // What the bound forgot is a prefix: every remembered ID is newer than every
+        // forgotten one, and at least the newest half of the bound is remembered.
+        let remembered: Vec<bool> = (1..=total)
+            .map(|seq| t.remembers(&format!("s{seq}")))
+            .collect();
+        let first_kept = remembered.iter().position(|&r| r).expect("some kept");
+        assert!(remembered[first_kept..].iter().all(|&r| r));
+        assert!(total - first_kept >= MAX_SEEN_UPDATES / 2);
+        assert!(!t.remembers("s1"));
     }
 
     #[test]
@@ -1920,17 +1966,29 @@ mod tests {
         let t1 = t0 + Duration::from_secs(30 * 60);
         t.handle_update(&update("x", "late", 5, 2, &[]), t1);
 
+        // Younger than the TTL: kept.
+        t.purge_seen(t0 + SEEN_UPDATE_TTL - Duration::from_secs(1));
+        assert!(t.remembers("early") && t.remembers("late"));
+        // Exactly the TTL old: still kept (its generation is retired, not forgotten).
         t.purge_seen(t0 + SEEN_UPDATE_TTL);
-        assert_eq!(t.seen.len(), 2, "exactly the TTL old is kept");
+        assert!(t.remembers("early") && t.remembers("late"));
 
-        t.purge_seen(t0 + SEEN_UPDATE_TTL + Duration::from_secs(1));
+        // The next generation starts with "later" and retires a TTL after it: then the
+        // first one, at least a TTL old by then, is forgotten.
+        let t2 = t0 + SEEN_UPDATE_TTL + Duration::from_secs(1);
+        t.handle_update(&update("x", "later", 5, 3, &[]), t2);
+        t.purge_seen(t2 + SEEN_UPDATE_TTL - Duration::from_secs(1));
+        assert!(t.remembers("early") && t.remembers("later"));
+        t.purge_seen(t2 + SEEN_UPDATE_TTL);
         assert!(!t.remembers("early"));
-        assert!(t.remembers("late"));
-        assert_eq!(t.seen_order.len(), 1);
+        assert!(!t.remembers("late"));
+        assert!(t.remembers("later"));
+        assert_eq!(t.seen.len(), 1);
+        let t3 = t2 + SEEN_UPDATE_TTL;
 
         // A forgotten ID is processed again (and here accepted: its sequence is newer).
-        assert!(t.handle_update(&update("x", "early", 5, 3, &[]), t1).flood);
+        assert!(t.handle_update(&update("x", "early", 5, 4, &[]), t3).flood);
         // A remembered one is not.
-        assert!(!t.handle_update(&update("x", "late", 5, 4, &[]), t1).flood);
+        assert!(!t.handle_update(&update("x", "later", 5, 5, &[]), t3).flood);
     }
 }

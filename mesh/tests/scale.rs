@@ -124,7 +124,14 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
                     id += 1;
                     tokio::select! {
                         () = stop.cancelled() => return Ok::<_, anyhow::Error>(()),
-                        sent_ok = outbound.send(message) => sent_ok?,
+                        sent_ok = outbound.send(message) => {
+                            // Stopping ends the link's pump too, which may close the channel
+                            // before this task sees the cancellation.
+                            if sent_ok.is_err() && stop.is_cancelled() {
+                                return Ok(());
+                            }
+                            sent_ok?;
+                        }
                     }
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

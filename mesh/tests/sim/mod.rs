@@ -9,22 +9,23 @@
 //! machine stretching them, and wall time is the CPU cost of the work.
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use bytes::{Buf, Bytes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use receptor_mesh::backend::{
     Backend, BackendFuture, LinkConfig, Session, SessionInfo, SessionSink, spawn_framed,
 };
 use receptor_mesh::{Node, NodeConfig};
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes buffered in each direction of a link (as `backend::memory`).
@@ -123,20 +124,97 @@ impl FrameCounter {
     }
 }
 
-/// One end of an in-memory pipe that counts the frames written into it.
+// === links ===
+
+/// One direction of a link: at most [`PIPE_CAPACITY`] bytes in flight, freed as soon as they
+/// are read, as a kernel socket buffer frees them. (tokio's `duplex` keeps the allocation of
+/// its fullest moment for the life of the pipe: at thousands of links flooded with routing
+/// updates, that high-water mark was most of what "memory per node" measured.)
+#[derive(Debug, Default)]
+struct Pipe {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    /// The writer shut down or either end was dropped.
+    closed: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl Pipe {
+    fn close(&mut self) {
+        self.closed = true;
+        wake(&mut self.reader);
+        wake(&mut self.writer);
+    }
+}
+
+fn wake(waiting: &mut Option<Waker>) {
+    if let Some(waker) = waiting.take() {
+        waker.wake();
+    }
+}
+
+fn lock(pipe: &Mutex<Pipe>) -> MutexGuard<'_, Pipe> {
+    // A panic while holding the lock leaves consistent state (no invariant spans a panic point).
+    pipe.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One end of a link: reads one pipe, writes the other, and counts the frames it writes.
 struct CountingStream {
-    inner: DuplexStream,
+    incoming: Arc<Mutex<Pipe>>,
+    outgoing: Arc<Mutex<Pipe>>,
     counter: FrameCounter,
     traffic: Arc<Traffic>,
 }
 
+fn stream_pair(traffic: &Arc<Traffic>) -> (CountingStream, CountingStream) {
+    let a_to_b = Arc::new(Mutex::new(Pipe::default()));
+    let b_to_a = Arc::new(Mutex::new(Pipe::default()));
+    let end = |incoming: &Arc<Mutex<Pipe>>, outgoing: &Arc<Mutex<Pipe>>| CountingStream {
+        incoming: Arc::clone(incoming),
+        outgoing: Arc::clone(outgoing),
+        counter: FrameCounter::default(),
+        traffic: Arc::clone(traffic),
+    };
+    (end(&b_to_a, &a_to_b), end(&a_to_b, &b_to_a))
+}
+
+impl Drop for CountingStream {
+    fn drop(&mut self) {
+        lock(&self.incoming).close();
+        lock(&self.outgoing).close();
+    }
+}
+
 impl AsyncRead for CountingStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let mut pipe = lock(&self.incoming);
+        if pipe.chunks.is_empty() {
+            if pipe.closed {
+                return Poll::Ready(Ok(()));
+            }
+            pipe.reader = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while buf.remaining() > 0 {
+            let Some(chunk) = pipe.chunks.front_mut() else {
+                break;
+            };
+            let take = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..take]);
+            chunk.advance(take);
+            if chunk.is_empty() {
+                pipe.chunks.pop_front();
+            }
+            pipe.len -= take;
+        }
+        wake(&mut pipe.writer);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -147,19 +225,30 @@ impl AsyncWrite for CountingStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.counter.feed(&buf[..n], &this.traffic);
+        let mut pipe = lock(&this.outgoing);
+        if pipe.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        written
+        if pipe.len >= PIPE_CAPACITY {
+            pipe.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.len().min(PIPE_CAPACITY - pipe.len);
+        pipe.chunks.push_back(Bytes::copy_from_slice(&buf[..n]));
+        pipe.len += n;
+        wake(&mut pipe.reader);
+        drop(pipe);
+        this.counter.feed(&buf[..n], &this.traffic);
+        Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.outgoing).close();
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -194,13 +283,9 @@ impl Backend for LinkEnd {
 }
 
 fn link_ends(a: &str, b: &str, traffic: &Arc<Traffic>) -> (LinkEnd, LinkEnd) {
-    let (a_end, b_end) = tokio::io::duplex(PIPE_CAPACITY);
-    let end = |inner, remote: &str| LinkEnd {
-        stream: CountingStream {
-            inner,
-            counter: FrameCounter::default(),
-            traffic: Arc::clone(traffic),
-        },
+    let (a_end, b_end) = stream_pair(traffic);
+    let end = |stream, remote: &str| LinkEnd {
+        stream,
         remote: remote.to_owned(),
     };
     (end(a_end, b), end(b_end, a))
