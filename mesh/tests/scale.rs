@@ -144,9 +144,10 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
     // Wait until a's database is full, pinging b all along.
     let mut pings = 0;
     let full_at = loop {
+        let reply = ping_ok(&a).await;
         assert!(
-            matches!(ping_ok(&a).await, Ok(true)),
-            "ping a -> b failed during the flood"
+            matches!(reply, Ok(true)),
+            "ping a -> b failed during the flood: {reply:?}"
         );
         pings += 1;
         let known = a.status().await?.known_connection_costs.len();
@@ -164,9 +165,10 @@ async fn peer_announcing_100k_fake_nodes_is_contained() -> Result<()> {
     let mut anon_first_round = 0;
     for target in [FAKES, 2 * FAKES] {
         while sent.load(std::sync::atomic::Ordering::Relaxed) < target {
+            let reply = ping_ok(&a).await;
             assert!(
-                matches!(ping_ok(&a).await, Ok(true)),
-                "ping a -> b failed during the flood"
+                matches!(reply, Ok(true)),
+                "ping a -> b failed during the flood: {reply:?}"
             );
             pings += 1;
             if flood.is_finished() {

@@ -45,6 +45,12 @@ const IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 const SEEN_PURGE_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Most sessions (established or not) the node holds; beyond this new ones are closed.
 const MAX_SESSIONS: usize = 4096;
+/// Share of a peer's queue (a quarter) that only data messages may take. Routing updates and service ads
+/// come in floods (a mesh converging, a peer announcing thousands of nodes) and are sent again
+/// periodically, so a dropped copy only delays them; data (pings, streams, unreachables) is not
+/// re-sent by the mesh. Without the reserve, a flood that fills a queue drops every ping behind
+/// it.
+const DATA_RESERVE_DIVISOR: usize = 4;
 /// Most names remembered for hash lookups.
 const MAX_NAMES: usize = 20_000;
 /// Commands, and separately session messages, handled per wakeup before timers and the other
@@ -413,6 +419,13 @@ impl NodeActor {
             return;
         };
         let (len, is_route) = (message.len(), message.first() == Some(&wire::MSG_ROUTE));
+        if message.first() != Some(&wire::MSG_DATA)
+            && peer.outbound.capacity() <= peer.outbound.max_capacity() / DATA_RESERVE_DIVISOR
+        {
+            self.metrics.dropped(DropReason::SessionQueueFull);
+            tracing::debug!(remote = %peer.info.remote_addr, "session queue full for control messages, message dropped");
+            return;
+        }
         match peer.outbound.try_send(message) {
             Ok(()) => {
                 peer.traffic.messages_out.inc();
