@@ -317,6 +317,7 @@ const TLS_REFERENCES: &[(&str, &str, bool)] = &[
     ("tcp-peer", "tls", false),
     ("ws-listener", "tls", true),
     ("ws-peer", "tls", false),
+    ("telemetry", "tls", false),
 ];
 
 /// Entity-count rules: singletons once, exclusive entities alone.

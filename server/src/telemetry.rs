@@ -18,12 +18,15 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -36,8 +39,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use receptor_mesh::metrics::{Kind, Registry, Value};
+use receptor_mesh::tls::{TlsConfigError, TlsConnector, client_config};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::config::{Config, LogLevel};
+use crate::config::{Config, LogLevel, TlsClientConfig};
+use crate::tls::{TlsLoadError, load_client};
 
 /// How long [`Telemetry::shutdown`] may spend flushing.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
@@ -57,6 +65,9 @@ const SCOPE: &str = "receptor";
 pub struct Settings {
     /// The collector URL from the entity; `None` lets the exporter read `OTEL_EXPORTER_OTLP_*`.
     pub endpoint: Option<String>,
+    /// The `tls-client` for an `https://` endpoint (the configuration checked that both are
+    /// set together).
+    pub tls: Option<TlsClientConfig>,
     /// `service.name`.
     pub service_name: String,
     /// Ratio of new traces sampled; `None` leaves the sampler to `OTEL_TRACES_SAMPLER`.
@@ -82,6 +93,10 @@ impl Settings {
         }
         Some(Self {
             endpoint: entity.and_then(|t| t.endpoint.clone()),
+            tls: entity
+                .and_then(|t| t.tls.as_deref())
+                .and_then(|name| config.tls_clients.iter().find(|c| c.name == name))
+                .cloned(),
             service_name: entity
                 .and_then(|t| t.service_name.clone())
                 .or_else(|| env("OTEL_SERVICE_NAME"))
@@ -99,6 +114,20 @@ pub enum InitError {
     /// The OTLP exporter rejected its configuration (a bad endpoint, https without TLS...).
     #[error("cannot build the OTLP exporter")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The `tls-client` for the collector could not be loaded.
+    #[error("cannot load the collector's tls-client")]
+    Tls(#[from] TlsLoadError),
+    /// The TLS settings could not be turned into a client configuration.
+    #[error("cannot build the collector's TLS configuration")]
+    TlsConfig(#[from] TlsConfigError),
+    /// The endpoint is not a URL with a host the TLS check can use.
+    #[error("bad collector endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A global subscriber was already installed.
     #[error("cannot install the tracing subscriber")]
     Subscriber(#[from] tracing_subscriber::util::TryInitError),
@@ -144,8 +173,9 @@ pub fn init(level: LogLevel, settings: Option<&Settings>) -> Result<Telemetry, I
         None => None,
         Some(settings) => {
             let resource = resource(settings);
-            let tracer = tracer_provider(settings, resource.clone())?;
-            let meter = meter_provider(settings, resource)?;
+            let channel = tls_channel(settings)?;
+            let tracer = tracer_provider(settings, channel.clone(), resource.clone())?;
+            let meter = meter_provider(settings, channel, resource)?;
             opentelemetry::global::set_meter_provider(meter.clone());
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer.tracer(SCOPE))
@@ -312,13 +342,57 @@ fn resource(settings: &Settings) -> Resource {
         .build()
 }
 
+/// The gRPC channel to an `https://` collector: our rustls client settings (roots, client
+/// certificate, pins, minimum version) with the host name checked and ALPN `h2`, which gRPC
+/// servers require. `None` for plain http, where the exporter builds its own channel.
+/// Connects lazily: a collector that is down is retried by the exporter, never fatal.
+fn tls_channel(settings: &Settings) -> Result<Option<Channel>, InitError> {
+    let (Some(endpoint), Some(tls)) = (&settings.endpoint, &settings.tls) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| InitError::Endpoint {
+        endpoint: endpoint.clone(),
+        reason,
+    };
+    let uri: Uri = endpoint.parse().map_err(|e| bad(format!("{e}")))?;
+    let host = uri.host().ok_or_else(|| bad("no host".to_owned()))?;
+    let port = uri.port_u16().unwrap_or(443);
+    // An IPv6 literal comes with its brackets, which a server name does not have.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|e| bad(format!("{host:?}: {e}")))?;
+    let mut client = client_config(&load_client(tls, &settings.node_id)?)?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = TlsConnector::from(Arc::new(client));
+    let connect = tower::service_fn(move |_: Uri| {
+        let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
+        async move {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let stream = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(stream))
+        }
+    });
+    let channel = Endpoint::from_shared(endpoint.clone())
+        .map_err(|e| bad(format!("{e}")))?
+        .connect_with_connector_lazy(connect);
+    Ok(Some(channel))
+}
+
 fn tracer_provider(
     settings: &Settings,
+    channel: Option<Channel>,
     resource: Resource,
 ) -> Result<SdkTracerProvider, InitError> {
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
     if let Some(endpoint) = &settings.endpoint {
         exporter = exporter.with_endpoint(endpoint.clone());
+    }
+    if let Some(channel) = channel {
+        exporter = exporter.with_channel(channel);
     }
     let mut provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter.build()?)
@@ -332,10 +406,17 @@ fn tracer_provider(
     Ok(provider.build())
 }
 
-fn meter_provider(settings: &Settings, resource: Resource) -> Result<SdkMeterProvider, InitError> {
+fn meter_provider(
+    settings: &Settings,
+    channel: Option<Channel>,
+    resource: Resource,
+) -> Result<SdkMeterProvider, InitError> {
     let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
     if let Some(endpoint) = &settings.endpoint {
         exporter = exporter.with_endpoint(endpoint.clone());
+    }
+    if let Some(channel) = channel {
+        exporter = exporter.with_channel(channel);
     }
     Ok(SdkMeterProvider::builder()
         .with_periodic_exporter(exporter.build()?)
@@ -449,21 +530,38 @@ mod tests {
 
     #[test]
     fn entity_params_are_checked() {
-        let problems = match crate::config::from_args(
-            "--node id=a --telemetry endpoint=h:4317 sampleratio=2"
-                .split_whitespace()
-                .map(str::to_owned),
-        ) {
-            Err(e) => e
-                .problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            Ok(_) => panic!("accepted"),
-        };
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("http://"), "{problems:?}");
-        assert!(problems[1].contains("between 0 and 1"), "{problems:?}");
+        let problems =
+            |args: &str| match crate::config::from_args(args.split_whitespace().map(str::to_owned))
+            {
+                Err(e) => e
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+                Ok(_) => panic!("accepted {args}"),
+            };
+        let p = problems("--node id=a --telemetry endpoint=h:4317 sampleratio=2");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("http://"), "{p:?}");
+        assert!(p[1].contains("between 0 and 1"), "{p:?}");
+        // TLS: https needs a tls-client, a tls-client needs https, and it must exist.
+        let p = problems("--node id=a --telemetry endpoint=https://h:4317");
+        assert!(p.len() == 1 && p[0].contains("with tls set"), "{p:?}");
+        let p = problems("--node id=a --tls-client name=c --telemetry endpoint=http://h:1 tls=c");
+        assert!(
+            p.len() == 1 && p[0].contains("must be an https://"),
+            "{p:?}"
+        );
+        let p = problems("--node id=a --tls-client name=c --telemetry tls=c");
+        assert!(p.len() == 1 && p[0].contains("needs an https://"), "{p:?}");
+        let p = problems("--node id=a --telemetry endpoint=https://h:1 tls=nope");
+        assert!(
+            p.len() == 1 && p[0].contains("no tls-client named nope"),
+            "{p:?}"
+        );
+        let c = config("--node id=a --tls-client name=c --telemetry endpoint=https://h:1 tls=c");
+        let s = Settings::resolve(&c, env(&[])).expect("on");
+        assert_eq!(s.tls.map(|t| t.name).as_deref(), Some("c"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 Serves opentelemetry.proto.collector.trace.v1.TraceService/Export and the metrics service's
 Export (written to `<file>.metrics`, see `Metrics`) on 127.0.0.1, port 0. Prints
 `listening on PORT` once ready, then appends one JSON line per received span to the file
-given as the only argument:
+given as the first argument (with a certificate and key file as second and third arguments,
+it serves TLS):
 
     {"service": ..., "node": ..., "name": ..., "trace_id": hex, "span_id": hex,
      "parent_span_id": hex or "", "attributes": {key: value}}
@@ -117,7 +118,12 @@ def main():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(out), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(metrics_out), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if len(sys.argv) == 4:
+        with open(sys.argv[2], "rb") as cert, open(sys.argv[3], "rb") as key:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"listening on {port}", flush=True)
     stop = threading.Event()

@@ -482,6 +482,8 @@ impl ControlServiceConfig {
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector URL.
     pub endpoint: Option<String>,
+    /// tls-client name for an `https://` collector.
+    pub tls: Option<String>,
     /// `service.name` of the exported spans.
     pub service_name: Option<String>,
     /// Ratio of new traces sampled, in `0..=1`.
@@ -491,15 +493,31 @@ pub struct TelemetryConfig {
 impl TelemetryConfig {
     pub(crate) fn from_raw(raw: &RawEntity, problems: &mut Vec<Problem>) -> Self {
         let endpoint = raw.opt_string("endpoint");
-        if let Some(endpoint) = &endpoint
-            && !endpoint.starts_with("http://")
-        {
-            problems.push(raw.problem(
-                Some("endpoint"),
-                format!(
-                    "endpoint {endpoint:?} must be an http:// URL (TLS to the collector is not supported yet)"
-                ),
-            ));
+        let tls = raw.opt_string("tls");
+        // The scheme says whether the collector speaks TLS, and TLS needs the tls-client
+        // that says whom to trust: one without the other would fail at the first export.
+        match (&endpoint, &tls) {
+            (Some(endpoint), None) if !endpoint.starts_with("http://") => {
+                problems.push(raw.problem(
+                    Some("endpoint"),
+                    format!(
+                        "endpoint {endpoint:?} must be an http:// URL, or an https:// URL with tls set to a tls-client"
+                    ),
+                ));
+            }
+            (Some(endpoint), Some(_)) if !endpoint.starts_with("https://") => {
+                problems.push(raw.problem(
+                    Some("endpoint"),
+                    format!("endpoint {endpoint:?} must be an https:// URL when tls is set"),
+                ));
+            }
+            (None, Some(_)) => {
+                problems.push(raw.problem(
+                    Some("tls"),
+                    "tls needs an https:// endpoint in the entity".to_owned(),
+                ));
+            }
+            _ => {}
         }
         let sample_ratio = raw.float("sampleratio");
         if let Some(ratio) = sample_ratio
@@ -512,6 +530,7 @@ impl TelemetryConfig {
         }
         Self {
             endpoint,
+            tls,
             service_name: raw.opt_string("servicename"),
             sample_ratio,
         }

@@ -315,9 +315,14 @@ pub(crate) static ENTITIES: &[EntitySpec] = &[
             p(
                 "endpoint",
                 Kind::Str,
-                "OTLP/gRPC collector URL, e.g. http://127.0.0.1:4317",
+                "OTLP/gRPC collector URL, e.g. http://127.0.0.1:4317 (https:// with tls)",
             )
             .note("$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT or http://localhost:4317"),
+            p(
+                "tls",
+                Kind::Str,
+                "TLS client configuration for an https:// endpoint (host name checked, ALPN h2)",
+            ),
             p("servicename", Kind::Str, "service.name of the exported spans")
                 .note("$OTEL_SERVICE_NAME or receptor"),
             p(
