@@ -766,7 +766,8 @@ impl WorkEngine {
             .instrument(span.clone())
             .await?;
         span.record("work.unit_id", unit.id().as_str());
-        unit.set_trace(crate::telemetry::TraceParent::of(&span));
+        unit.set_trace(crate::telemetry::TraceParent::of(&span))
+            .await;
         Submission::open(self.clone(), unit, span).await
     }
 
@@ -1188,6 +1189,7 @@ impl WorkEngine {
                     status,
                     self.unit_hooks(false),
                 );
+                unit.recover_trace().await;
                 let mut problem = None;
                 if let Some(worker) = worker
                     && let Err(error) = worker.restart(&unit, &self.inner.spawner).await

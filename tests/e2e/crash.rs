@@ -95,7 +95,9 @@ fn leftovers(data_dir: &Path) -> Vec<PathBuf> {
         };
         for file in files.flatten() {
             let file_name = file.file_name().to_string_lossy().into_owned();
-            if !["status", "status.lock", "stdin", "stdout"].contains(&file_name.as_str()) {
+            if !["status", "status.lock", "stdin", "stdout", "traceparent"]
+                .contains(&file_name.as_str())
+            {
                 found.push(file.path());
             }
         }

@@ -685,3 +685,40 @@ async fn spans_and_metrics_reach_a_tls_collector_that_the_node_trusts() -> Resul
     );
     Ok(())
 }
+
+/// A unit's trace outlives a restart: results and release asked of the restarted node join
+/// the trace the unit began in (its context is kept in the unit's directory).
+#[tokio::test]
+async fn a_units_trace_continues_after_the_node_restarts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let collector = Collector::start(d).await?;
+    let yaml = node_yaml(d, "node-r", true, &[], &collector.entity());
+    let sock = socket(d, "node-r");
+    let node = Daemon::start_yaml("node-r", d, &yaml).await?;
+    let out = receptorctl(&sock, &["work", "submit", "cat", "--no-payload"]).await?;
+    ensure!(out.code == Some(0), "{out:?}");
+    let unit = unit_id(&out)?;
+    wait_state(&sock, &unit, "Succeeded", WAIT).await?;
+    stop(node, "node-r").await?;
+
+    let node = Daemon::start_yaml("node-r", d, &yaml).await?;
+    let release = receptorctl(&sock, &["work", "release", &unit]).await?;
+    ensure!(release.code == Some(0), "{release:?}\n{}", node.log());
+    stop(node, "node-r").await?;
+
+    let spans = collector.spans()?;
+    let unit_span = spans
+        .iter()
+        .find(|s| s.name == "work.unit" && s.attr("work.unit_id") == Some(unit.as_str()))
+        .with_context(|| format!("no work.unit span for {unit}: {spans:#?}"))?;
+    let release = spans
+        .iter()
+        .find(|s| s.name == "work.release")
+        .with_context(|| format!("no work.release span: {spans:#?}"))?;
+    ensure!(
+        release.trace_id == unit_span.trace_id && release.parent_span_id == unit_span.span_id,
+        "the release after the restart is not in the unit's trace: {release:?} vs {unit_span:?}"
+    );
+    Ok(())
+}

@@ -20,6 +20,9 @@ use super::{WorkEvent, Worker};
 pub const UNIT_ID_LEN: usize = 8;
 /// Longest unit ID accepted from clients or found on disk.
 pub const MAX_UNIT_ID_LEN: usize = 64;
+/// The file in a unit's directory that keeps its trace context (W3C `traceparent`); only
+/// written while traces are exported. Go nodes neither write nor read it.
+pub(crate) const TRACE_FILE: &str = "traceparent";
 const ALPHABET: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// A unit ID that is safe to use as a directory name: 1 to 64 of `[0-9A-Za-z_-]`. Go
@@ -120,8 +123,7 @@ pub(crate) struct Unit {
     /// Fires when the unit is cancelled or released: aborts a payload upload in progress.
     pub(crate) abort_input: CancellationToken,
     hooks: Hooks,
-    /// The context of the unit's `work.unit` span, set at submission (not persisted: after
-    /// a restart the unit's operations start new traces).
+    /// The context of the unit's `work.unit` span, set at submission and kept on disk.
     trace: std::sync::OnceLock<crate::telemetry::TraceParent>,
     /// The unit was counted in `receptor_work_units_finished_total` (or was already final
     /// when it came into memory): each unit is counted once, in its settled final state.
@@ -177,8 +179,33 @@ impl Unit {
     }
 
     /// Records the context of the unit's `work.unit` span; later operations join its trace.
-    pub(crate) fn set_trace(&self, parent: crate::telemetry::TraceParent) {
+    /// A non-empty context is also kept in the unit's directory ([`TRACE_FILE`]), so that
+    /// after a restart the unit's results and release still join its trace.
+    pub(crate) async fn set_trace(&self, parent: crate::telemetry::TraceParent) {
+        if let Some(header) = parent.header() {
+            // Best effort: without the file a restarted node starts new traces, nothing more.
+            if let Err(error) = tokio::fs::write(self.dir.join(TRACE_FILE), header).await {
+                tracing::debug!(unit = %self.id, %error, "cannot keep the unit's trace context");
+            }
+        }
         let _ = self.trace.set(parent);
+    }
+
+    /// Takes up the trace context kept by [`Unit::set_trace`] before a restart, if any
+    /// (a missing, torn or foreign file gives none).
+    pub(crate) async fn recover_trace(&self) {
+        use tokio::io::AsyncReadExt as _;
+        let mut text = String::new();
+        let read = match tokio::fs::File::open(self.dir.join(TRACE_FILE)).await {
+            // A traceparent is 55 bytes; never read more than a little over that.
+            Ok(file) => file.take(256).read_to_string(&mut text).await,
+            Err(error) => Err(error),
+        };
+        if read.is_ok() {
+            let _ = self
+                .trace
+                .set(crate::telemetry::TraceParent::parse(text.trim()));
+        }
     }
 
     /// Makes `span` (not yet entered) part of the unit's trace, so that the whole life of a
