@@ -280,7 +280,6 @@ type Check = (&'static str, fn(&Config) -> bool);
 /// THE list of unimplemented features. `"entity"` or `"entity param"`; the test says when the
 /// configuration uses it. Implementing a feature means deleting its line here.
 const UNSUPPORTED: &[Check] = &[
-    ("command-service", |c| !c.command_services.is_empty()),
     ("ip-router", |c| !c.ip_routers.is_empty()),
     ("work-kubernetes", |c| !c.work_kubernetes.is_empty()),
 ];

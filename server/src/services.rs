@@ -110,7 +110,7 @@ pub(crate) async fn start(
             tls,
             &proxy.service,
             "TCP Proxy",
-            ("address", &proxy.address),
+            Some(("address", &proxy.address)),
             proxy.tls_server.as_deref(),
         )
         .await?;
@@ -127,12 +127,26 @@ pub(crate) async fn start(
             tls,
             &proxy.service,
             "Unix Proxy",
-            ("filename", &proxy.filename.display().to_string()),
+            Some(("filename", &proxy.filename.display().to_string())),
             proxy.tls.as_deref(),
         )
         .await?;
         tracing::info!(service = %proxy.service, path = %proxy.filename.display(), "unix-socket-client proxy listening on the mesh");
         let dest = LocalDest::Unix(proxy.filename.clone());
+        tasks.spawn(serve_mesh(listener, dest, cancel.child_token()));
+    }
+    for service in &config.command_services {
+        let listener = bind_mesh(
+            node,
+            tls,
+            &service.service,
+            "Command Service",
+            None,
+            service.tls.as_deref(),
+        )
+        .await?;
+        tracing::info!(service = %service.service, command = %service.command, "command service listening on the mesh");
+        let dest = LocalDest::Command(service.argv.clone().into());
         tasks.spawn(serve_mesh(listener, dest, cancel.child_token()));
     }
     for proxy in &config.udp_servers {
@@ -341,16 +355,15 @@ async fn bind_mesh(
     tls: &TlsConfigs,
     service: &str,
     kind: &str,
-    (key, value): (&str, &str),
+    tag: Option<(&str, &str)>,
     tls_server: Option<&str>,
 ) -> Result<receptor_mesh::quic::Listener, SpawnError> {
     let advertise = Advertise {
         conn_type: 1,
-        tags: [
-            ("type".to_owned(), kind.to_owned()),
-            (key.to_owned(), value.to_owned()),
-        ]
-        .into(),
+        tags: std::iter::once(("type", kind))
+            .chain(tag)
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
         work_commands: None,
     };
     let server_tls = match tls_server {
@@ -373,6 +386,8 @@ enum LocalDest {
         tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
     },
     Unix(PathBuf),
+    /// `command-service`: a new run of the command, on a pty, per stream.
+    Command(Arc<[String]>),
 }
 
 impl std::fmt::Display for LocalDest {
@@ -380,6 +395,7 @@ impl std::fmt::Display for LocalDest {
         match self {
             Self::Tcp { address, .. } => f.write_str(address),
             Self::Unix(path) => write!(f, "{}", path.display()),
+            Self::Command(argv) => f.write_str(&argv.join(" ")),
         }
     }
 }
@@ -415,6 +431,7 @@ impl LocalDest {
                 Ok(unix) => Ok(splice(stream, unix).await),
                 Err(error) => Err(error.to_string()),
             },
+            Self::Command(argv) => run_on_pty(argv, stream).await.map(|r| r.map(|()| (0, 0))),
         };
         match result {
             Ok(Ok(_)) => {}
@@ -426,6 +443,77 @@ impl LocalDest {
             }
         }
     }
+}
+
+/// Runs `argv` on a new pty, as the leader of a new session with the pty as its controlling
+/// terminal (Go's command-service does the same, so terminal programs behave), and carries
+/// `stream` to and from the pty. The stream ends when the command's output does (it exited
+/// and whatever shared its terminal closed it); the command is then killed if still running
+/// and always reaped.
+///
+/// Unlike Go, the end of the caller's input does not kill the command: it reaches the
+/// command as a terminal end-of-file (^D), so `echo x | receptorctl connect ...` gets the
+/// command's whole answer.
+///
+/// # Errors
+/// The outer error (the pty or the process could not be started) closes the stream at once.
+async fn run_on_pty(
+    argv: &[String],
+    stream: receptor_mesh::quic::Stream,
+) -> Result<std::io::Result<()>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // ^D: at the start of a line, end-of-file for a program reading the terminal.
+    const EOF: u8 = 0x04;
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let (pty, pts) = pty_process::open().map_err(|e| format!("cannot open a pty: {e}"))?;
+    // Best effort: a pty starts at 0x0, which some programs take as "no terminal width".
+    let _ = pty.resize(pty_process::Size::new(24, 80));
+    let mut child = pty_process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .spawn(pts)
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let (mut pty_out, mut pty_in) = pty.into_split();
+    let (mut mesh_in, mut mesh_out) = tokio::io::split(stream);
+    let output = async {
+        let mut buf = vec![0u8; SPLICE_BUFFER];
+        loop {
+            let n = match pty_out.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                // Linux's answer once the last holder of the terminal closed it.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) => break,
+                Err(e) => return Err(e),
+            };
+            mesh_out.write_all(&buf[..n]).await?;
+        }
+        mesh_out.shutdown().await
+    };
+    let input = async {
+        let mut buf = vec![0u8; SPLICE_BUFFER];
+        let mut last = b'\n';
+        loop {
+            let n = mesh_in.read(&mut buf).await?;
+            if n == 0 {
+                // A pending partial line needs one ^D to be delivered, then one for EOF.
+                let eof: &[u8] = if last == b'\n' { &[EOF] } else { &[EOF, EOF] };
+                return pty_in.write_all(eof).await;
+            }
+            pty_in.write_all(&buf[..n]).await?;
+            last = buf[n - 1];
+        }
+    };
+    tokio::pin!(output);
+    let result = tokio::select! {
+        result = &mut output => result,
+        result = input => match result {
+            Ok(()) => output.await,
+            Err(error) => Err(error),
+        },
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    Ok(result)
 }
 
 /// `tcp-client` / `unix-socket-client`: each mesh stream goes to the local service.

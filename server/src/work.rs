@@ -25,7 +25,7 @@ mod fswatch;
 pub(crate) mod remote;
 mod results;
 pub mod runner;
-mod shlex;
+pub(crate) mod shlex;
 pub mod signing;
 mod status;
 mod submit;

@@ -272,7 +272,7 @@ async fn udp_and_websocket_backends_from_the_command_line() -> Result<()> {
 }
 
 /// Reads from `stream` until `want` appears in what was read, under a timeout.
-async fn read_until(
+pub(crate) async fn read_until(
     stream: &mut tokio::net::UnixStream,
     seen: &mut String,
     want: &str,

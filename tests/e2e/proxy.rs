@@ -611,3 +611,75 @@ async fn tcp_proxy_with_tls_on_every_leg() -> Result<()> {
     );
     Ok(())
 }
+
+/// `command-service`: each mesh connection runs the command on its own terminal (`tty`
+/// names a pty), carries input and output both ways, and ends when the command exits; the
+/// caller's end of input reaches the command as a terminal end-of-file, so a command that
+/// reads to the end (`cat`) answers everything and exits.
+#[tokio::test]
+async fn command_service_runs_each_connection_on_a_pty() -> Result<()> {
+    use crate::mesh::read_until;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let yaml = format!(
+        "- node:\n    id: cmd\n    datadir: {d}/data\n- local-only\n\
+         - control-service:\n    service: control\n    filename: {d}/cmd.sock\n\
+         - command-service:\n    service: shell\n    command: sh -c \"tty; read line; echo got:$line\"\n\
+         - command-service:\n    service: cat\n    command: cat\n",
+        d = d.display()
+    );
+    let daemon = Daemon::start_yaml("cmd", d, &yaml).await?;
+    let socket = d.join("cmd.sock");
+    let status = status_json(&socket).await?;
+    let tags: Vec<&serde_json::Value> = status["Advertisements"]
+        .as_array()
+        .context("advertisements")?
+        .iter()
+        .filter(|a| a["Service"] == "shell" || a["Service"] == "cat")
+        .map(|a| &a["Tags"])
+        .collect();
+    ensure!(
+        tags.len() == 2 && tags.iter().all(|t| t["type"] == "Command Service"),
+        "{status:#}"
+    );
+
+    // Interactive: the command sees a terminal, answers a line, exits; the stream ends.
+    let mut client = UnixStream::connect(&socket).await?;
+    let mut seen = String::new();
+    read_until(&mut client, &mut seen, "Receptor Control, node cmd\n").await?;
+    client.write_all(b"connect cmd shell\n").await?;
+    read_until(&mut client, &mut seen, "Connecting\n").await?;
+    read_until(&mut client, &mut seen, "/dev/pts/").await?;
+    client.write_all(b"abc\n").await?;
+    read_until(&mut client, &mut seen, "got:abc").await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(LONG, client.read_to_end(&mut rest))
+        .await
+        .with_context(|| {
+            format!(
+                "the stream did not end after the command exited: {seen:?}\n{}",
+                daemon.log()
+            )
+        })??;
+
+    // Input then end of input: cat gets every line (the last without a newline too), then
+    // end-of-file, and exits.
+    let mut client = UnixStream::connect(&socket).await?;
+    let mut seen = String::new();
+    read_until(&mut client, &mut seen, "Receptor Control, node cmd\n").await?;
+    client.write_all(b"connect cmd cat\n").await?;
+    read_until(&mut client, &mut seen, "Connecting\n").await?;
+    client.write_all(b"first line\nsecond").await?;
+    client.shutdown().await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(LONG, client.read_to_end(&mut out))
+        .await
+        .with_context(|| format!("cat did not exit at the end of input\n{}", daemon.log()))??;
+    let out = String::from_utf8_lossy(&out);
+    // The terminal echoes input and cat repeats it: each line at least twice.
+    ensure!(
+        out.matches("first line").count() >= 2 && out.matches("second").count() >= 2,
+        "{out:?}"
+    );
+    Ok(())
+}

@@ -620,8 +620,11 @@ impl MetricsConfig {
 pub struct CommandServiceConfig {
     /// Mesh service name.
     pub service: String,
-    /// Command line, split shell-style.
+    /// The command line as written.
     pub command: String,
+    /// The command line split shell-style: the program, then its arguments (never empty
+    /// in a configuration that was accepted).
+    pub argv: Vec<String>,
     /// tls-server name.
     pub tls: Option<String>,
 }
@@ -632,9 +635,22 @@ impl CommandServiceConfig {
         if let Err(e) = receptor_mesh::ServiceName::try_from(service.as_str()) {
             problems.push(raw.problem(Some("service"), e.to_string()));
         }
+        let command = raw.string("command");
+        let argv = match crate::work::shlex::split(&command) {
+            Ok(argv) if argv.is_empty() => {
+                problems.push(raw.problem(Some("command"), "command is empty".to_owned()));
+                argv
+            }
+            Ok(argv) => argv,
+            Err(e) => {
+                problems.push(raw.problem(Some("command"), format!("cannot split command: {e}")));
+                Vec::new()
+            }
+        };
         Self {
             service,
-            command: raw.string("command"),
+            command,
+            argv,
             tls: raw.opt_string("tls"),
         }
     }

@@ -204,6 +204,22 @@ fn spec_example_is_fully_supported() {
 }
 
 #[test]
+fn command_service_commands_are_split_when_parsed() {
+    let c = yaml(
+        "- node:\n    id: a\n- command-service:\n    service: sh\n    command: sh -c \"echo a b\"\n",
+    );
+    assert_eq!(c.command_services[0].argv, ["sh", "-c", "echo a b"]);
+    assert!(unsupported(&c).is_empty());
+    let problems = cli_problems("--node id=a --command-service service=sh command=");
+    assert_eq!(messages(&problems), vec!["command is empty"]);
+    let problems = cli_problems("--node id=a --command-service service=sh command=\"x");
+    assert!(
+        messages(&problems)[0].starts_with("cannot split command"),
+        "{problems:?}"
+    );
+}
+
+#[test]
 fn unsupported_entities_are_reported() {
     let problems = unsupported(&run(
         "--node id=a --ip-router networkname=n localnet=10.0.0.0/30",
