@@ -112,3 +112,56 @@ async fn a_node_without_backends_has_nothing_to_do() -> Result<()> {
     assert!(stdout(&out).contains("Run receptor --help for command line instructions."));
     Ok(())
 }
+
+/// `--config-v2` with no `--config` reads `$HOME/receptor.yaml` in Go's version 2 layout
+/// (the mapping the upstream docs show), and the node runs from it: a second node written
+/// in the list layout peers with it and receptorctl sees both.
+#[tokio::test]
+async fn config_v2_runs_a_node_from_home_receptor_yaml() -> anyhow::Result<()> {
+    use crate::harness::{Daemon, WAIT, receptorctl, status_json, wait_for};
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    std::fs::write(
+        d.join("receptor.yaml"),
+        format!(
+            "---\nversion: 2\nnode:\n  id: v2node\n  datadir: {d}/v2-data\n\
+             tcp-listeners:\n  - port: 0\n    bindaddr: 127.0.0.1\n\
+             control-services:\n  - service: control\n    filename: {d}/v2.sock\n",
+            d = d.display()
+        ),
+    )?;
+    let v2 = Daemon::start_env(
+        "v2node",
+        &["--config-v2"],
+        &[("HOME", d.as_os_str().to_owned())],
+    )
+    .await?;
+    let addr = v2.tcp_listener_addr().await?;
+    let v1 = Daemon::start_yaml(
+        "v1node",
+        d,
+        &format!(
+            "- node:\n    id: v1node\n    datadir: {d}/v1-data\n\
+             - tcp-peer:\n    address: {addr}\n\
+             - control-service:\n    service: control\n    filename: {d}/v1.sock\n",
+            d = d.display()
+        ),
+    )
+    .await?;
+    let socket = d.join("v2.sock");
+    wait_for("v2node to see v1node", WAIT, || {
+        let socket = socket.clone();
+        async move {
+            let status = status_json(&socket).await.ok()?;
+            status["KnownConnectionCosts"]
+                .get("v1node")
+                .is_some()
+                .then_some(())
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", v2.log(), v1.log()))?;
+    let out = receptorctl(&d.join("v1.sock"), &["ping", "v2node", "--count", "1"]).await?;
+    anyhow::ensure!(out.code == Some(0), "{out:?}");
+    Ok(())
+}

@@ -66,6 +66,7 @@ pub(crate) fn parse(args: &[String], problems: &mut Vec<Problem>) -> Parsed {
         Entity(RawEntity),
     }
     let mut current = Current::None;
+    let mut config_v2 = false;
     let mut tokens = args.iter();
     while let Some(token) = tokens.next() {
         let Some(name) = entity_name(token) else {
@@ -86,6 +87,12 @@ pub(crate) fn parse(args: &[String], problems: &mut Vec<Problem>) -> Parsed {
         if let Current::Entity(mut done) = std::mem::replace(&mut current, Current::None) {
             done.finish(problems);
             parsed.entities.push(done);
+        }
+        if name == "config-v2" {
+            // Go's switch to its version 2 front end. Here both layouts go through the one
+            // reader (the file's shape says which it is); only the default file differs.
+            config_v2 = true;
+            continue;
         }
         if name == "config" || name == "c" {
             let Some(file) = tokens.next() else {
@@ -128,6 +135,26 @@ pub(crate) fn parse(args: &[String], problems: &mut Vec<Problem>) -> Parsed {
     if let Current::Entity(mut done) = current {
         done.finish(problems);
         parsed.entities.push(done);
+    }
+    if config_v2 && parsed.config_file.is_none() {
+        // Go's version 2 default: $HOME/receptor.yaml.
+        let file = std::env::var_os("HOME")
+            .map_or_else(PathBuf::new, PathBuf::from)
+            .join("receptor.yaml");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let name = file.display().to_string();
+                parsed
+                    .entities
+                    .extend(yaml::read_entities(&text, &name, problems));
+            }
+            Err(e) => problems.push(Problem {
+                location: at(),
+                entity: None,
+                message: format!("could not read config file {}: {e}", file.display()),
+            }),
+        }
+        parsed.config_file = Some(file);
     }
     parsed
 }

@@ -1125,3 +1125,49 @@ fn metrics_entity_is_off_by_default_and_parsed_from_both_front_ends() {
         "{problems:?}"
     );
 }
+
+/// Go's version 2 layout (a mapping with list keys, as the upstream docs show) reads into
+/// the same configuration as the list layout.
+#[test]
+fn version_2_layout_reads_like_the_list_layout() {
+    let v2 = yaml(
+        "version: 2\n\
+         node:\n  id: foo\n  datadir: /tmp/foo\n\
+         log-level:\n  level: debug\n\
+         local-only: true\n\
+         trace: false\n\
+         tcp-listeners:\n  - port: 2222\n  - port: 2223\n    bindaddr: 127.0.0.1\n\
+         tcp-peers:\n  - address: localhost:2224\n\
+         control-services:\n  - service: control\n    filename: /tmp/foo.sock\n\
+         work-commands:\n  - worktype: echo\n    command: bash\n    params: \"-c 'echo hi'\"\n",
+    );
+    let v1 = yaml(
+        "- node:\n    id: foo\n    datadir: /tmp/foo\n\
+         - log-level:\n    level: debug\n\
+         - local-only\n\
+         - tcp-listener:\n    port: 2222\n\
+         - tcp-listener:\n    port: 2223\n    bindaddr: 127.0.0.1\n\
+         - tcp-peer:\n    address: localhost:2224\n\
+         - control-service:\n    service: control\n    filename: /tmp/foo.sock\n\
+         - work-command:\n    worktype: echo\n    command: bash\n    params: \"-c 'echo hi'\"\n",
+    );
+    assert_eq!(v2, v1);
+    assert!(v2.local_only && !v2.trace);
+    assert_eq!(v2.tcp_listeners.len(), 2);
+
+    // Problems carry the lines of the v2 file, and a wrong version or shape is named.
+    let problems = yaml_problems("version: 3\nnode:\n  id: a\ntcp-peers:\n  address: x:1\n");
+    assert_eq!(
+        messages(&problems),
+        vec![
+            "config format invalid: a mapping is the version 2 layout; version must be 2",
+            "config format invalid: tcp-peers must be a list, got a mapping",
+        ]
+    );
+    let problems = yaml_problems("node:\n  id: a\ntcp-peers:\n  - port: 1\n");
+    assert_eq!(
+        problems[0].location.as_deref(),
+        Some("test.yaml:4"),
+        "{problems:#?}"
+    );
+}

@@ -259,12 +259,13 @@ fn items<'a>(root: &'a Node, file: &str, problems: &mut Vec<Problem>) -> Vec<Ite
     let list = match &root.kind {
         NodeKind::Seq(list) => list,
         NodeKind::Null => return out,
-        _ => {
+        NodeKind::Map(entries) => return v2_items(entries, file, problems),
+        NodeKind::Scalar { .. } => {
             problems.push(Problem {
                 location: at(root.line),
                 entity: None,
                 message: format!(
-                    "config format invalid: expected a list of entities, got a {}",
+                    "config format invalid: expected a list of entities (or the version 2 mapping), got a {}",
                     root.type_name()
                 ),
             });
@@ -309,6 +310,100 @@ fn items<'a>(root: &'a Node, file: &str, problems: &mut Vec<Problem>) -> Vec<Ite
         out.push(Item {
             name,
             name_line: name_node.line,
+            value,
+        });
+    }
+    out
+}
+
+/// The list keys of Go's version 2 layout and the entity each element is (spec §3.7).
+const V2_LISTS: &[(&str, &str)] = &[
+    ("control-services", "control-service"),
+    ("tls-clients", "tls-client"),
+    ("tls-servers", "tls-server"),
+    ("work-commands", "work-command"),
+    ("work-kubernetes", "work-kubernetes"),
+    ("tcp-clients", "tcp-client"),
+    ("tcp-servers", "tcp-server"),
+    ("udp-clients", "udp-client"),
+    ("udp-servers", "udp-server"),
+    ("unix-socket-clients", "unix-socket-client"),
+    ("unix-socket-servers", "unix-socket-server"),
+    ("cert-makereqs", "cert-makereq"),
+    ("cert-signreqs", "cert-signreq"),
+    ("tcp-listeners", "tcp-listener"),
+    ("udp-listeners", "udp-listener"),
+    ("ws-listeners", "ws-listener"),
+    ("tcp-peers", "tcp-peer"),
+    ("udp-peers", "udp-peer"),
+    ("ws-peers", "ws-peer"),
+    ("iprouters", "ip-router"),
+    // Ours, in the same style.
+    ("grpc-services", "grpc-service"),
+    ("command-services", "command-service"),
+];
+
+/// The items of Go's version 2 layout (the docs' `version: 2` files, Go's `--config-v2`): a
+/// mapping whose list keys (`tcp-peers`, ...) hold one entity per element and whose other
+/// keys (`node`, `log-level`, ...) are one entity each; a flag entity (`local-only`,
+/// `trace`) may be written `true` (or `false`, which leaves it out). The entities that result
+/// are the same as in the list layout, so the same checks and defaults apply.
+fn v2_items<'a>(
+    entries: &'a [(Node, Node)],
+    file: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<Item<'a>> {
+    let at = |line: usize| Some(format!("{file}:{line}"));
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let NodeKind::Scalar { text: name, .. } = &key.kind else {
+            problems.push(Problem {
+                location: at(key.line),
+                entity: None,
+                message: format!(
+                    "config format invalid: a key must be a string, got a {}",
+                    key.type_name()
+                ),
+            });
+            continue;
+        };
+        if name == "version" {
+            if !matches!(&value.kind, NodeKind::Scalar { text, .. } if text == "2") {
+                problems.push(Problem {
+                    location: at(key.line),
+                    entity: None,
+                    message: "config format invalid: a mapping is the version 2 layout; version must be 2".to_owned(),
+                });
+            }
+            continue;
+        }
+        if let Some((_, entity)) = V2_LISTS.iter().find(|(list, _)| list == name) {
+            match &value.kind {
+                NodeKind::Seq(elements) => out.extend(elements.iter().map(|element| Item {
+                    name: entity,
+                    name_line: element.line,
+                    value: Some(element),
+                })),
+                NodeKind::Null => {}
+                _ => problems.push(Problem {
+                    location: at(key.line),
+                    entity: Some((*entity).to_owned()),
+                    message: format!(
+                        "config format invalid: {name} must be a list, got a {}",
+                        value.type_name()
+                    ),
+                }),
+            }
+            continue;
+        }
+        let value = match &value.kind {
+            NodeKind::Scalar { text, plain: true } if text == "false" => continue,
+            NodeKind::Scalar { text, plain: true } if text == "true" => None,
+            _ => Some(value),
+        };
+        out.push(Item {
+            name,
+            name_line: key.line,
             value,
         });
     }
