@@ -282,6 +282,15 @@ impl Daemon {
         // One registry for node, work engine and front-ends, read by the `metrics` endpoint.
         let metrics = crate::metrics::Registry::new();
         node_config.metrics = metrics.clone();
+        // Certificates only change with a restart, so the expiry gauges are set once.
+        let expiry = metrics.gauge_family(
+            "receptor_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate of a tls-server or tls-client expires (Unix time)",
+            &["kind", "name"],
+        );
+        for (kind, name, not_after) in tls.certificate_expiries() {
+            expiry.get(&[kind, name]).set(not_after);
+        }
         let node = Node::spawn(node_config)?;
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();

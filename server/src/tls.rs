@@ -305,6 +305,22 @@ impl TlsConfigs {
         Ok(configs)
     }
 
+    /// When the own certificate of each loaded `tls-server` and `tls-client` expires:
+    /// `(kind, name, Unix seconds)`, in name order. A `tls-client` without a certificate has
+    /// nothing to expire and is left out.
+    pub fn certificate_expiries(&self) -> Vec<(&'static str, &str, i64)> {
+        let servers = (self.servers.iter()).map(|(name, s)| ("server", name, Some(&s.identity)));
+        let clients = (self.clients.iter()).map(|(name, c)| ("client", name, c.identity.as_ref()));
+        servers
+            .chain(clients)
+            .filter_map(|(kind, name, identity)| {
+                let leaf = identity?.chain.first()?;
+                let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+                Some((kind, name.as_str(), cert.validity().not_after.timestamp()))
+            })
+            .collect()
+    }
+
     /// The loaded `tls-server` called `name`.
     pub fn server(&self, name: &str) -> Option<&ServerSettings> {
         self.servers.get(name)

@@ -494,3 +494,42 @@ async fn no_metrics_entity_means_no_listener() -> Result<()> {
     );
     Ok(())
 }
+
+/// The expiry of every certificate the node holds is a gauge (Unix seconds), so an operator
+/// can alert before a mesh link stops handshaking. The figure is the notAfter of the
+/// Go-made certificates in shared/vectors (2027-11-24T20:56:59Z); a `tls-client` without a
+/// certificate has no series.
+#[tokio::test]
+async fn certificate_expiry_is_a_gauge() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/go-certs");
+    let yaml = format!(
+        "{}- tls-server:\n    name: srv\n    cert: {certs}/node-a.crt\n    key: {certs}/node-a.key\n\
+         - tls-client:\n    name: cli\n    cert: {certs}/node-a.crt\n    key: {certs}/node-a.key\n    rootcas: {certs}/ca.crt\n\
+         - tls-client:\n    name: nocert\n    rootcas: {certs}/ca.crt\n",
+        node_yaml(d, "node-a", true, None)
+    );
+    let node = Daemon::start_yaml("node-a", d, &yaml).await?;
+    let scrape = scrape(&metrics_addr(&node).await?).await?;
+    const NAME: &str = "receptor_tls_certificate_expiry_timestamp_seconds";
+    const NOT_AFTER: f64 = 1_827_089_819.0;
+    ensure!(
+        scrape.types.get(NAME).map(String::as_str) == Some("gauge"),
+        "{scrape:#?}"
+    );
+    ensure!(
+        scrape.get(NAME, &[("kind", "server"), ("name", "srv")]) == NOT_AFTER,
+        "{scrape:#?}"
+    );
+    ensure!(
+        scrape.get(NAME, &[("kind", "client"), ("name", "cli")]) == NOT_AFTER,
+        "{scrape:#?}"
+    );
+    let series = scrape.samples.keys().filter(|(n, _)| n == NAME).count();
+    ensure!(
+        series == 2,
+        "a certificate-less tls-client has a series: {scrape:#?}"
+    );
+    Ok(())
+}
