@@ -381,18 +381,32 @@ fn tls_channel(settings: &Settings) -> Result<Option<Channel>, InitError> {
     Ok(Some(channel))
 }
 
-fn tracer_provider(
+/// Points an exporter (spans or metrics) at the collector: the entity's endpoint, and the
+/// TLS channel when there is one; what is unset is left to `OTEL_EXPORTER_OTLP_*`.
+fn to_collector<B: WithExportConfig + WithTonicConfig>(
+    mut exporter: B,
     settings: &Settings,
     channel: Option<Channel>,
-    resource: Resource,
-) -> Result<SdkTracerProvider, InitError> {
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+) -> B {
     if let Some(endpoint) = &settings.endpoint {
         exporter = exporter.with_endpoint(endpoint.clone());
     }
     if let Some(channel) = channel {
         exporter = exporter.with_channel(channel);
     }
+    exporter
+}
+
+fn tracer_provider(
+    settings: &Settings,
+    channel: Option<Channel>,
+    resource: Resource,
+) -> Result<SdkTracerProvider, InitError> {
+    let exporter = to_collector(
+        opentelemetry_otlp::SpanExporter::builder().with_tonic(),
+        settings,
+        channel,
+    );
     let mut provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter.build()?)
         .with_resource(resource);
@@ -410,13 +424,11 @@ fn meter_provider(
     channel: Option<Channel>,
     resource: Resource,
 ) -> Result<SdkMeterProvider, InitError> {
-    let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-    if let Some(endpoint) = &settings.endpoint {
-        exporter = exporter.with_endpoint(endpoint.clone());
-    }
-    if let Some(channel) = channel {
-        exporter = exporter.with_channel(channel);
-    }
+    let exporter = to_collector(
+        opentelemetry_otlp::MetricExporter::builder().with_tonic(),
+        settings,
+        channel,
+    );
     Ok(SdkMeterProvider::builder()
         .with_periodic_exporter(exporter.build()?)
         .with_resource(resource)

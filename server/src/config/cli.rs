@@ -1,7 +1,7 @@
 //! The command-line tokenizer (spec/control-work-config.md §3.1):
 //! `receptor [--<entity> [<param>=<value> | <barevalue>] ...] ... [--config|-c <file.yaml>] ...`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Problem;
 use super::raw::{RawEntity, Source};
@@ -106,16 +106,9 @@ pub(crate) fn parse(args: &[String], problems: &mut Vec<Problem>) -> Parsed {
             if parsed.config_file.is_none() {
                 parsed.config_file = Some(PathBuf::from(file));
             }
-            match std::fs::read_to_string(file) {
-                Ok(text) => parsed
-                    .entities
-                    .extend(yaml::read_entities(&text, file, problems)),
-                Err(e) => problems.push(Problem {
-                    location: at(),
-                    entity: None,
-                    message: format!("could not read config file {file}: {e}"),
-                }),
-            }
+            parsed
+                .entities
+                .extend(read_config_file(Path::new(file), problems));
             continue;
         }
         match schema::entity(&name) {
@@ -141,20 +134,25 @@ pub(crate) fn parse(args: &[String], problems: &mut Vec<Problem>) -> Parsed {
         let file = std::env::var_os("HOME")
             .map_or_else(PathBuf::new, PathBuf::from)
             .join("receptor.yaml");
-        match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                let name = file.display().to_string();
-                parsed
-                    .entities
-                    .extend(yaml::read_entities(&text, &name, problems));
-            }
-            Err(e) => problems.push(Problem {
-                location: at(),
-                entity: None,
-                message: format!("could not read config file {}: {e}", file.display()),
-            }),
-        }
+        parsed.entities.extend(read_config_file(&file, problems));
         parsed.config_file = Some(file);
     }
     parsed
+}
+
+/// The entities of the YAML file at `path` (either layout); a file that cannot be read is a
+/// problem of the command line.
+fn read_config_file(path: &Path, problems: &mut Vec<Problem>) -> Vec<RawEntity> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => yaml::read_entities(&text, &name, problems),
+        Err(e) => {
+            problems.push(Problem {
+                location: Some(COMMAND_LINE.to_owned()),
+                entity: None,
+                message: format!("could not read config file {name}: {e}"),
+            });
+            Vec::new()
+        }
+    }
 }
